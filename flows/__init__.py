@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of mll library functions (no logic lives here)."""

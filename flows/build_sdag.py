@@ -1,0 +1,33 @@
+"""Flow `build-sdag`: WordNet -> the Semantic DAG on disk (DVC stage `sdag`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from mll.config import SdagParams, load_section  # noqa: E402
+from mll.pipeline import sdag_stage  # noqa: E402
+
+
+@task(name="build-and-save-sdag")
+def build_and_save(params: SdagParams, out: str) -> int:
+    return len(sdag_stage(params, out, log=get_run_logger().info))
+
+
+@flow(name="build-sdag")
+def build_sdag_flow(out: str = "data/sdag", params_file: str = "params.yaml") -> int:
+    """Build the SDAG with the `sdag` section of params.yaml; returns the node count."""
+    return build_and_save(load_section("sdag", SdagParams, params_file), out)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="data/sdag")
+    ap.add_argument("--params", default="params.yaml")
+    a = ap.parse_args()
+    build_sdag_flow(a.out, a.params)

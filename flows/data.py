@@ -1,0 +1,35 @@
+"""Flow `prepare-data`: datasets -> validated split manifests + data summary (DVC stage `data`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from mll.config import DataParams, load_section  # noqa: E402
+from mll.pipeline import data_stage  # noqa: E402
+
+
+@task(name="split-and-validate")
+def split_and_validate(params: DataParams, out: str, summary: str) -> dict:
+    return {k: str(v) for k, v in data_stage(params, out, summary, log=get_run_logger().info).items()}
+
+
+@flow(name="prepare-data")
+def prepare_data_flow(out: str = "data/splits", summary: str = "reports/data_summary.json",
+                      params_file: str = "params.yaml") -> dict:
+    """Split every configured dataset into expert_train / probe / target_test manifests."""
+    return split_and_validate(load_section("data", DataParams, params_file), out, summary)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="data/splits")
+    ap.add_argument("--summary", default="reports/data_summary.json")
+    ap.add_argument("--params", default="params.yaml")
+    a = ap.parse_args()
+    prepare_data_flow(a.out, a.summary, a.params)

@@ -1,0 +1,2 @@
+"""mll: Model Label Learning."""
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""great_expectations suites that guard the data the pipeline writes.
+
+Each suite validates a real pandas frame in an ephemeral GX context; `check` raises
+`ValidationError` naming every failing expectation and a few offending values, so a DVC stage fails
+with a readable reason. Derived columns (does the file exist, does the synset resolve) are computed
+first, because GX expectations look at columns, not at the file system.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mll.images import uri_exists
+from mll.wordnet import is_wnid
+
+SYNSET_REGEX = r"^n\d{8}$"
+
+
+class ValidationError(ValueError):
+    """A frame failed its expectation suite."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    suite: str
+    success: bool
+    failures: list[str]
+
+    def raise_for_failures(self) -> None:
+        if not self.success:
+            raise ValidationError(f"{self.suite}: " + "; ".join(self.failures))
+
+
+@functools.lru_cache(maxsize=1)
+def _context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+def run_suite(name: str, frame: pd.DataFrame, expectations: Iterable) -> Outcome:
+    """Validate `frame` against `expectations` (GX expectation objects) under suite `name`."""
+    import great_expectations as gx
+
+    ctx = _context()
+    source = ctx.data_sources.add_or_update_pandas(name=f"src_{name}")
+    asset = source.add_dataframe_asset(name=f"asset_{name}")
+    batch_def = asset.add_batch_definition_whole_dataframe(f"all_{name}")
+    suite = gx.ExpectationSuite(name=name)
+    for e in expectations:
+        suite.add_expectation(e)
+    res = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    failures = []
+    for r in res.results:
+        if not r.success:
+            cfg = r.expectation_config
+            col = cfg.kwargs.get("column", "")
+            bad = (r.result or {}).get("partial_unexpected_list") or (r.result or {}).get("observed_value")
+            failures.append(f"{cfg.type}({col}) failed, e.g. {bad!r:.200}")
+    return Outcome(name, bool(res.success), failures)
+
+
+def manifest_expectations(min_per_class: int, max_per_class: int | None = None) -> list:
+    import great_expectations as gx
+
+    E = gx.expectations
+    return [
+        E.ExpectColumnValuesToNotBeNull(column="uri"),
+        E.ExpectColumnValuesToBeUnique(column="uri"),  # across all splits: no image in two splits
+        E.ExpectColumnValuesToBeInSet(column="path_exists", value_set=[True]),
+        E.ExpectColumnValuesToMatchRegex(column="synset", regex=SYNSET_REGEX),
+        E.ExpectColumnValuesToBeInSet(column="synset_valid", value_set=[True]),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=["expert_train", "probe", "target_test"]),
+        E.ExpectColumnValuesToBeBetween(column="label", min_value=0),
+    ]
+
+
+def count_expectations(min_per_class: int, max_per_class: int | None) -> list:
+    import great_expectations as gx
+
+    return [gx.expectations.ExpectColumnValuesToBeBetween(column="n", min_value=min_per_class, max_value=max_per_class)]
+
+
+def validate_manifests(
+    frame: pd.DataFrame,
+    synset_ok: Callable[[str], bool],
+    min_per_class: int = 1,
+    max_per_class: int | None = None,
+) -> list[Outcome]:
+    """Validate the union of all split manifests; returns the outcomes (raise with `check_manifests`)."""
+    f = frame.copy()
+    f["path_exists"] = [uri_exists(u) for u in f["uri"]]
+    known = {s: (is_wnid(s) and synset_ok(s)) for s in f["synset"].dropna().unique()}
+    f["synset_valid"] = [known.get(s, False) for s in f["synset"]]
+    counts = f.groupby(["dataset", "split", "class_name"]).size().reset_index(name="n")
+    return [
+        run_suite("manifests", f, manifest_expectations(min_per_class, max_per_class)),
+        run_suite("class_counts", counts, count_expectations(min_per_class, max_per_class)),
+    ]
+
+
+def check_manifests(frame: pd.DataFrame, synset_ok: Callable[[str], bool], min_per_class: int = 1,
+                    max_per_class: int | None = None) -> None:
+    """Raise ValidationError naming the failing expectation(s), else return None."""
+    for outcome in validate_manifests(frame, synset_ok, min_per_class, max_per_class):
+        outcome.raise_for_failures()

@@ -1,0 +1,81 @@
+"""Shared fixtures: offline env, a small SDAG, tiny generated image folders, a Prefect test server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLL_ROOT", str(REPO))
+os.environ.setdefault("MLL_CACHE", str(REPO / ".cache"))
+
+from mll.env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
+
+# Synsets the small test SDAG must cover (its ancestor closure is built).
+TEST_VOCAB_NAMES = [
+    "dog.n.01", "tabby.n.01", "gym_shoe.n.01", "sandal.n.01", "boot.n.01", "jersey.n.03",
+    "trouser.n.01", "car.n.01", "jeep.n.01", "seven.n.01", "three.n.01", "zero.n.02",
+]
+
+
+@pytest.fixture(scope="session")
+def wordnet():
+    from mll.wordnet import get_wordnet
+
+    return get_wordnet()
+
+
+@pytest.fixture(scope="session")
+def small_sdag(wordnet):
+    from mll.sdag import build_sdag
+
+    from mll.wordnet import wnid
+
+    return build_sdag([wnid(wordnet.synset(n)) for n in TEST_VOCAB_NAMES])
+
+
+@pytest.fixture(scope="session")
+def small_sdag_dir(small_sdag, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sdag")
+    small_sdag.save(out)
+    return out
+
+
+def write_png(path: Path, rng: np.random.Generator, mode: str = "RGB", size: int = 16) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "L":
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L").save(path)
+    elif mode == "RGBA":
+        Image.fromarray(rng.integers(0, 255, (size, size, 4), dtype=np.uint8), "RGBA").save(path)
+    elif mode == "I;16":
+        Image.fromarray(rng.integers(0, 65535, (size, size), dtype=np.uint16)).save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB").save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """DIR/<class>/<images>: 3 classes x 4 images in assorted modes."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "task"
+    for c in ("cat", "dog", "car"):
+        for i, mode in enumerate(("RGB", "L", "RGBA", "I;16")):
+            write_png(root / c / f"{i}.png", rng, mode)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect API (SQLite) for tests that run flows; started once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
