@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export PREFECT_LOGGING_LEVEL := WARNING
+export PREFECT_LOGGING_LEVEL := INFO
 export PREFECT_HOME := $(CURDIR)/.prefect
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 demo: setup  ## run the whole pipeline (dvc repro) on the embedded demo
-	dvc repro
+	bash scripts/with_prefect.sh dvc repro
 	@echo "done: reports/ holds the results; 'mlflow ui --backend-store-uri sqlite:///mlflow.db' to browse runs"
 
 test: setup  ## run the test suite

@@ -15,11 +15,12 @@ class UserError(Exception):
 
 # Exceptions that mean "the input or the setup is wrong", reported as one line.
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from mll.cards import CardError
     from mll.images import ImageError
     from mll.validation import ValidationError
     from mll.wordnet import WordNetMissingError
 
-    return (UserError, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
+    return (UserError, CardError, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
             ValidationError, WordNetMissingError, IsADirectoryError, NotADirectoryError)
 
 
@@ -62,6 +63,126 @@ def _cmd_sdag_show(a: argparse.Namespace) -> int:
     return 0
 
 
+
+# --- hub ----------------------------------------------------------------------------------------
+def _load_sdag_or_none(path: str):
+    from mll.sdag import SDAG
+
+    try:
+        return SDAG.load(Path(path))
+    except FileNotFoundError:
+        return None
+
+
+def _labels_root() -> Path:
+    from mll.paths import project_root
+
+    return project_root() / "labels"
+
+
+def _is_labeled(name: str) -> bool:
+    return (_labels_root() / name / "summary.json").is_file()
+
+
+def _cmd_hub_list(a: argparse.Namespace) -> int:
+    from mll.hub import Hub, coverage_summary
+
+    hub = Hub(Path(a.hub) if a.hub else None)
+    cards, bad = hub.cards()
+    if not cards and not bad:
+        print(f"hub {hub.root} is empty; `mll hub add ...` or `make demo` fills it")
+        return 0
+    sdag = _load_sdag_or_none(a.sdag)
+    rows = [("NAME", "SOURCE", "CLASSES", "COVERS", "LABELED")]
+    for c in cards:
+        cov = coverage_summary(c, sdag) if sdag else "(no SDAG: run `mll sdag build`)"
+        rows.append((c.name, c.source, str(c.num_classes), cov, "yes" if _is_labeled(c.name) else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
+    for name, reason in bad.items():
+        print(f"{name}: INVALID ({reason})")
+    print(f"{len(cards)} models" + (f", {len(bad)} invalid" if bad else ""))
+    return 1 if bad else 0
+
+
+def _cmd_hub_show(a: argparse.Namespace) -> int:
+    from mll.hub import Hub
+
+    hub = Hub(Path(a.hub) if a.hub else None)
+    card = hub.card(a.name)
+    sdag = _load_sdag_or_none(a.sdag)
+    print(f"{card.name}: {card.description or card.architecture}")
+    print(f"  source:       {card.source} ({card.architecture})")
+    print(f"  weights:      {card.weights}  sha256 {card.weights_sha256[:16]}...")
+    i = card.input
+    print(f"  input:        {i.size}x{i.size}, {i.channels} channel(s), mean {list(i.mean)}, std {list(i.std)}, "
+          f"{i.interpolation}, crop {i.crop_pct}")
+    print(f"  license:      {card.license}")
+    for k, v in card.provenance.items():
+        print(f"  {k + ':':13s} {v}")
+    if _is_labeled(card.name):
+        import json
+
+        summ = json.loads((_labels_root() / card.name / "summary.json").read_text())
+        print("  label:        " + ", ".join(f"{k} {v}" for k, v in summ.items() if not isinstance(v, (dict, list))))
+    print(f"  classes ({card.num_classes}):")
+    limit = card.num_classes if a.all else min(card.num_classes, 20)
+    for k, h in enumerate(card.head[:limit]):
+        sname = sdag.name(h.synset) if sdag and h.synset in sdag else ""
+        print(f"    {k:4d}  {h.name:28s} {h.synset}  {sname}")
+    if limit < card.num_classes:
+        print(f"    ... {card.num_classes - limit} more (--all lists every class)")
+    return 0
+
+
+def _parse_map(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for it in items or []:
+        name, sep, syn = it.rpartition("=")
+        if not sep or not name or not syn:
+            raise UserError(f"--map {it!r}: expected name=synset (e.g. sneaker=n04120489 or sneaker=gym_shoe.n.01)")
+        out[name] = syn
+    return out
+
+
+def _cmd_hub_add(a: argparse.Namespace) -> int:
+    from mll.cards import InputConfig
+    from mll.hub import Hub
+    from mll.importers import LITE_VARIANTS, import_efficientnet_lite, import_file, import_timm_pretrained
+
+    hub = Hub(Path(a.hub) if a.hub else None)
+    src = a.source
+    if src in LITE_VARIANTS:
+        card = import_efficientnet_lite(hub, src, name=a.name, overwrite=a.overwrite)
+    elif src.startswith(("timm:", "hf-hub:")):
+        card = import_timm_pretrained(hub, src, name=a.name, weights=Path(a.weights) if a.weights else None,
+                                      overwrite=a.overwrite)
+    else:
+        if not a.name:
+            raise UserError("give the new model a name: --name NAME")
+        classes = [c.strip() for c in (a.classes or "").split(",") if c.strip()]
+        if a.classes_file:
+            classes = [ln.strip() for ln in Path(a.classes_file).read_text().splitlines() if ln.strip()]
+        channels = a.channels
+        mean = tuple(a.mean) if a.mean else ((0.5,) if channels == 1 else (0.485, 0.456, 0.406))
+        std = tuple(a.std) if a.std else ((0.5,) if channels == 1 else (0.229, 0.224, 0.225))
+        cfg = InputConfig(size=a.input_size, channels=channels, mean=mean, std=std, interpolation=a.interpolation,
+                          crop_pct=a.crop_pct)
+        card = import_file(hub, a.name, Path(src), classes, arch=a.arch, torchscript=a.torchscript, input_cfg=cfg,
+                           overrides=_parse_map(a.map), license=a.license, overwrite=a.overwrite)
+    print(f"added {card.name}: {card.num_classes} classes, {card.source} ({card.architecture}) -> {hub.root / card.name}")
+    print("label it with `mll label` (only the new model is labeled)")
+    return 0
+
+
+def _cmd_hub_remove(a: argparse.Namespace) -> int:
+    from mll.hub import Hub
+
+    path = Hub(Path(a.hub) if a.hub else None).remove(a.name)
+    print(f"removed {a.name} ({path})")
+    return 0
+
 # --- data ---------------------------------------------------------------------------------------
 def _cmd_data_split(a: argparse.Namespace) -> int:
     from mll.config import DataParams, load_section
@@ -87,6 +208,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("node", help="synset id (n02084071), synset name (dog.n.01) or noun (dog)")
     s.add_argument("--sdag", default="data/sdag", help="SDAG folder (default: data/sdag)")
     s.set_defaults(func=_cmd_sdag_show)
+
+    h = sub.add_parser("hub", help="list, inspect, add and remove hub models")
+    hs = h.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--hub", help="hub folder (default: models/)")
+    common.add_argument("--sdag", default="data/sdag", help="SDAG folder for concept names (default: data/sdag)")
+    hl = hs.add_parser("list", parents=[common], help="one line per model: source, classes, concepts, labeled")
+    hl.set_defaults(func=_cmd_hub_list)
+    hsh = hs.add_parser("show", parents=[common], help="a model's card and its classes with synsets")
+    hsh.add_argument("name")
+    hsh.add_argument("--all", action="store_true", help="list every class (default: the first 20)")
+    hsh.set_defaults(func=_cmd_hub_show)
+    ha = hs.add_parser("add", parents=[common], help="register a model from a file, a timm id or a packaged model",
+                       description="SOURCE is efficientnet-lite0|1|2 (packaged ImageNet weights), timm:<id> "
+                                   "(timm / Hugging Face pretrained id, from the local cache or --weights), or a "
+                                   "weights file: .safetensors/.pth with --arch, or TorchScript with --torchscript.")
+    ha.add_argument("source")
+    ha.add_argument("--name", help="hub name for the model (required for files)")
+    ha.add_argument("--weights", help="local weights for a timm: id (offline)")
+    ha.add_argument("--arch", help="timm architecture of a .safetensors/.pth file")
+    ha.add_argument("--torchscript", action="store_true", help="the file is a TorchScript archive")
+    ha.add_argument("--classes", help="comma-separated head classes, in output order")
+    ha.add_argument("--classes-file", help="file with one head class per line, in output order")
+    ha.add_argument("--map", nargs="*", metavar="NAME=SYNSET", help="explicit synsets for ambiguous class names")
+    ha.add_argument("--input-size", type=int, default=224)
+    ha.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    ha.add_argument("--mean", type=float, nargs="+")
+    ha.add_argument("--std", type=float, nargs="+")
+    ha.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"])
+    ha.add_argument("--crop-pct", type=float, default=1.0)
+    ha.add_argument("--license", default="unknown")
+    ha.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    ha.set_defaults(func=_cmd_hub_add)
+    hr = hs.add_parser("remove", parents=[common], help="delete a model from the hub")
+    hr.add_argument("name")
+    hr.set_defaults(func=_cmd_hub_remove)
 
     d = sub.add_parser("data", help="dataset splits")
     dss = d.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")

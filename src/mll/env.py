@@ -13,7 +13,7 @@ OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s is tight on 2 cores
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LEVEL": "INFO",  # flows report progress (epochs, labeled models)
     "DVC_NO_ANALYTICS": "1",
     "HF_HUB_OFFLINE": "1",  # timm / open_clip fail fast instead of retrying downloads
     "HF_HUB_DISABLE_TELEMETRY": "1",

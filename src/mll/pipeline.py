@@ -54,3 +54,47 @@ def sdag_stage(params: SdagParams, out_dir: Path, vocabulary: list[str] | None =
     g.save(out_dir)
     log(f"SDAG: {len(g)} nodes, {g.graph.number_of_edges()} edges, built in {g.meta['build_seconds']} s -> {out_dir}")
     return g
+
+
+def _experts_section(params_file) -> dict:
+    from mll.config import load_raw
+
+    raw = load_raw(Path(params_file)).get("experts")
+    if not isinstance(raw, dict):
+        raise KeyError(f"params: {params_file} has no `experts` section")
+    return raw
+
+
+def train_expert_stage(name: str, params_file, manifest: Path, hub_root: Path, log=print):
+    """Train demo expert `name` (from `experts.trained`), add it to the hub, track it in MLflow."""
+    from mll.hub import Hub
+    from mll.splits import read_manifest
+    from mll.tracking import start_run
+    from mll.training import spec_from_params, train_expert
+
+    section = _experts_section(params_file)
+    trained = section.get("trained") or {}
+    if name not in trained:
+        raise KeyError(f"params: no expert {name!r} under experts.trained (have: {', '.join(trained)})")
+    spec = spec_from_params(name, trained[name], section.get("defaults") or {})
+    rows = read_manifest(Path(manifest))
+    with start_run("experts", name, enabled=bool(section.get("track", True))) as tracker:
+        card = train_expert(spec, rows, Hub(Path(hub_root)), tracker, log=log)
+        version = tracker.register_folder(Path(hub_root) / name, f"mll-expert-{name}", "hub")
+        if version:
+            log(f"{name}: registered as mll-expert-{name} version {version} (alias @hub)")
+    log(f"{name}: val accuracy {card.provenance['metrics']['val_accuracy']:.3f} on its {card.num_classes} classes")
+    return card
+
+
+def import_imagenet_stage(name: str, params_file, hub_root: Path, log=print):
+    """Import packaged ImageNet expert `name` (from `experts.imagenet`) into the hub."""
+    from mll.hub import Hub
+    from mll.importers import import_efficientnet_lite
+
+    imagenet = _experts_section(params_file).get("imagenet") or {}
+    if name not in imagenet:
+        raise KeyError(f"params: no expert {name!r} under experts.imagenet (have: {', '.join(imagenet)})")
+    card = import_efficientnet_lite(Hub(Path(hub_root)), imagenet[name], name=name, overwrite=True)
+    log(f"{name}: imported {imagenet[name]} ({card.num_classes} ImageNet classes)")
+    return card

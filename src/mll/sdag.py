@@ -1,7 +1,8 @@
 """The Semantic DAG: WordNet noun synsets as concept nodes, hypernym -> hyponym edges.
 
 Nodes are keyed by ImageNet-style ids (`n02084071`) and carry `name` (`dog.n.01`), `lemmas`,
-`definition` and `depth` (shortest hop count from `entity`, WordNet's min_depth). Edges point from
+`definition`, `depth` (shortest hop count from `entity`, WordNet's min_depth) and `lexname`
+(WordNet's lexicographer file, e.g. `noun.animal`: a coarse domain for display). Edges point from
 parent to child and include instance hypernyms, so every node reaches the root. The graph is saved as
 one columnar JSON file (parents as index lists), which loads in a fraction of a second even for all
 82,115 nouns; parquet was tried and lost (pyarrow's first read alone costs about 0.5 s).
@@ -35,8 +36,10 @@ class SDAG:
     """
 
     def __init__(self, ids: list[str], names: list[str], lemmas: list[str], definitions: list[str],
-                 depth: list[int], parents: list[list[int]], meta: dict | None = None):
+                 depth: list[int], parents: list[list[int]], meta: dict | None = None,
+                 lexnames: list[str] | None = None):
         self._ids, self._names, self._lemmas, self._defs, self._depth = ids, names, lemmas, definitions, depth
+        self._lex = lexnames or [""] * len(ids)
         self._par = parents
         self._pos = {n: i for i, n in enumerate(ids)}
         self.meta = dict(meta or {})
@@ -47,14 +50,15 @@ class SDAG:
 
     @classmethod
     def from_edges(cls, nodes: dict[str, dict], edges: list[tuple[str, str]], meta: dict | None = None) -> "SDAG":
-        """Build from `{id: {name, lemmas (list), definition, depth}}` and (parent, child) pairs."""
+        """Build from `{id: {name, lemmas (list), definition, depth, lexname}}` and (parent, child) pairs."""
         ids = list(nodes)
         pos = {n: i for i, n in enumerate(ids)}
         parents: list[list[int]] = [[] for _ in ids]
         for p, c in edges:
             parents[pos[c]].append(pos[p])
         return cls(ids, [nodes[n]["name"] for n in ids], ["|".join(nodes[n]["lemmas"]) for n in ids],
-                   [nodes[n]["definition"] for n in ids], [int(nodes[n]["depth"]) for n in ids], parents, meta)
+                   [nodes[n]["definition"] for n in ids], [int(nodes[n]["depth"]) for n in ids], parents, meta,
+                   [nodes[n].get("lexname", "") for n in ids])
 
     # --- basic access -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -73,10 +77,10 @@ class SDAG:
             raise KeyError(f"{node} is not in the SDAG ({len(self)} nodes); rebuild it with `mll sdag build`") from None
 
     def node(self, node: str) -> dict:
-        """Attributes of `node`: name, lemmas, definition, depth (KeyError naming the id if absent)."""
+        """Attributes of `node`: name, lemmas, definition, depth, lexname (KeyError naming the id if absent)."""
         i = self._i(node)
         return {"name": self._names[i], "lemmas": self._lemmas[i].split("|"),
-                "definition": self._defs[i], "depth": self._depth[i]}
+                "definition": self._defs[i], "depth": self._depth[i], "lexname": self._lex[i]}
 
     def name(self, node: str) -> str:
         return self._names[self._i(node)]
@@ -217,7 +221,7 @@ class SDAG:
             "format": "mll-sdag/1",
             "meta": {**self.meta, "nodes": len(self), "edges": sum(map(len, self._par))},
             "id": self._ids, "name": self._names, "lemmas": self._lemmas,
-            "definition": self._defs, "depth": self._depth,
+            "definition": self._defs, "depth": self._depth, "lexname": self._lex,
             "parents": self._par,  # per node, the positions of its parents
         }
         tmp = out_dir / f".{_FILE}.tmp"
@@ -235,7 +239,8 @@ class SDAG:
             doc = json.loads(path.read_bytes())
         if doc.get("format") != "mll-sdag/1":
             raise ValueError(f"{path} is not an mll SDAG file (format {doc.get('format')!r}); rebuild it")
-        return cls(doc["id"], doc["name"], doc["lemmas"], doc["definition"], doc["depth"], doc["parents"], doc["meta"])
+        return cls(doc["id"], doc["name"], doc["lemmas"], doc["definition"], doc["depth"], doc["parents"], doc["meta"],
+                   doc.get("lexname"))
 
 
 @contextlib.contextmanager
@@ -283,8 +288,8 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
 
         synsets = _ancestor_closure(synset_from_wnid(v) for v in vocabulary)
         scope = "closure"
-    nodes = {k: {"name": s.name(), "lemmas": [lm.name() for lm in s.lemmas()], "definition": s.definition()}
-             for k, s in synsets.items()}
+    nodes = {k: {"name": s.name(), "lemmas": [lm.name() for lm in s.lemmas()], "definition": s.definition(),
+                 "lexname": s.lexname()} for k, s in synsets.items()}
     edges = [(wnid(p), k) for k, s in synsets.items() for p in s.hypernyms() + s.instance_hypernyms()]
     children: dict[str, list[str]] = {}
     has_parent = set()

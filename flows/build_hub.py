@@ -1,0 +1,45 @@
+"""Flow `build-hub`: train demo experts and import packaged ImageNet experts (DVC stage `experts`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from mll.pipeline import import_imagenet_stage, train_expert_stage  # noqa: E402
+
+
+@task(name="train-expert")
+def train_one(name: str, params_file: str, manifest: str, hub: str) -> dict:
+    card = train_expert_stage(name, params_file, manifest, hub, log=get_run_logger().info)
+    return card.provenance.get("metrics", {})
+
+
+@task(name="import-imagenet-expert")
+def import_one(name: str, params_file: str, hub: str) -> int:
+    return import_imagenet_stage(name, params_file, hub, log=get_run_logger().info).num_classes
+
+
+@flow(name="build-hub")
+def build_hub_flow(trained: list[str] | None = None, imagenet: list[str] | None = None,
+                   params_file: str = "params.yaml", manifest: str = "data/splits/expert_train.parquet",
+                   hub: str = "models") -> dict:
+    """Train the named demo experts and import the named ImageNet experts into `hub`."""
+    out = {n: train_one(n, params_file, manifest, hub) for n in trained or []}
+    out.update({n: import_one(n, params_file, hub) for n in imagenet or []})
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--train", nargs="*", default=[], help="names under experts.trained")
+    ap.add_argument("--imagenet", nargs="*", default=[], help="names under experts.imagenet")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--manifest", default="data/splits/expert_train.parquet")
+    ap.add_argument("--hub", default="models")
+    a = ap.parse_args()
+    build_hub_flow(a.train, a.imagenet, a.params, a.manifest, a.hub)

@@ -1,0 +1,186 @@
+"""Model cards: one YAML file per expert, `models/<name>/card.yaml`, validated on load.
+
+A card says how to build the expert (source kind, architecture), where its weights are and their
+content hash, how to preprocess images for it, what its head classes are (in output order, each
+with a WordNet synset), and where it came from. A card that does not match its weights is refused
+with a one-line reason naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mll.wordnet import is_wnid
+
+CARD_FILE = "card.yaml"
+SOURCE_KINDS = ("timm", "efficientnet_lite", "torchscript")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class CardError(ValueError):
+    """A card is malformed or does not match its weights."""
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How images are turned into the tensor the model expects."""
+
+    size: int = 224  # square side after resize + center crop, in pixels
+    channels: int = 3  # 1 = grayscale, 3 = RGB
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+    crop_pct: float = 1.0  # resize to size / crop_pct, then center-crop `size`
+
+
+@dataclass(frozen=True)
+class HeadClass:
+    name: str  # the class name as the model's authors wrote it
+    synset: str  # WordNet noun id n%08d
+
+
+@dataclass(frozen=True)
+class ExpertCard:
+    # --- identity and source
+    name: str
+    source: str  # timm | efficientnet_lite | torchscript
+    architecture: str  # timm arch name, efficientnet-lite0..4, or "torchscript"
+    # --- weights
+    weights: str  # file name inside the model folder
+    weights_sha256: str
+    # --- input and head
+    input: InputConfig
+    head: tuple[HeadClass, ...]
+    # --- provenance
+    license: str = "unknown"
+    provenance: dict[str, Any] = field(default_factory=dict)  # dataset, manifest hash, params, run id, metrics
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.head)
+
+    @property
+    def synsets(self) -> list[str]:
+        return [h.synset for h in self.head]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [h.name for h in self.head]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["input"]["mean"], d["input"]["std"] = list(self.input.mean), list(self.input.std)
+        d["head"] = [[h.name, h.synset] for h in self.head]  # one short line per class in YAML
+        return d
+
+    def content_hash(self) -> str:
+        """sha256 of the card's canonical YAML: the labeling key changes when anything here does."""
+        return hashlib.sha256(yaml.safe_dump(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def card_from_dict(d: dict, where: str = "card") -> ExpertCard:
+    """Build and validate a card from plain data (as read from YAML)."""
+    if not isinstance(d, dict):
+        raise CardError(f"{where}: expected a mapping, got {type(d).__name__}")
+    required = ("name", "source", "architecture", "weights", "weights_sha256", "input", "head")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise CardError(f"{where}: missing field(s) {', '.join(missing)}")
+    known = {f.name for f in dataclasses.fields(ExpertCard)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise CardError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    if not _NAME.match(str(d["name"])):
+        raise CardError(f"{where}: name {d['name']!r} must be 1-100 characters of letters, digits, '.', '_' or '-'")
+    if d["source"] not in SOURCE_KINDS:
+        raise CardError(f"{where}: source {d['source']!r} is not one of {', '.join(SOURCE_KINDS)}")
+    weights = str(d["weights"])
+    if "/" in weights or "\\" in weights or weights in ("", ".", ".."):
+        raise CardError(f"{where}: weights {weights!r} must be a plain file name inside the model folder")
+    try:
+        inp = InputConfig(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in dict(d["input"]).items()})
+    except TypeError as exc:
+        raise CardError(f"{where}: bad input config ({exc})") from None
+    if inp.channels not in (1, 3) or len(inp.mean) != inp.channels or len(inp.std) != inp.channels:
+        raise CardError(f"{where}: input needs channels 1 or 3 and one mean/std value per channel")
+    if not 0 < inp.crop_pct <= 1 or inp.size < 8 or inp.interpolation not in ("bilinear", "bicubic", "nearest"):
+        raise CardError(f"{where}: input size >= 8, 0 < crop_pct <= 1, interpolation bilinear|bicubic|nearest")
+    head = []
+    for i, h in enumerate(d["head"] or []):
+        name, synset = (h if isinstance(h, (list, tuple)) else (h.get("name"), h.get("synset")))
+        if not is_wnid(str(synset)):
+            raise CardError(f"{where}: head class {i} ({name!r}) has synset {synset!r}; expected an id like n02084071")
+        head.append(HeadClass(str(name), str(synset)))
+    if not head:
+        raise CardError(f"{where}: the head lists no classes")
+    return ExpertCard(
+        name=d["name"], source=d["source"], architecture=str(d["architecture"]), weights=weights,
+        weights_sha256=str(d["weights_sha256"]), input=inp, head=tuple(head),
+        license=str(d.get("license", "unknown")), provenance=dict(d.get("provenance") or {}),
+        description=str(d.get("description", "")),
+    )
+
+
+def read_card(model_dir: Path) -> ExpertCard:
+    """Read `model_dir/card.yaml` (CardError naming the file on any problem)."""
+    path = Path(model_dir) / CARD_FILE
+    if not path.is_file():
+        raise CardError(f"{path}: no model card")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    card = card_from_dict(raw, str(path))
+    if card.name != Path(model_dir).name:
+        raise CardError(f"{path}: card name {card.name!r} differs from its folder name {Path(model_dir).name!r}")
+    return card
+
+
+def write_card(card: ExpertCard, model_dir: Path) -> Path:
+    """Write the card atomically as YAML."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / CARD_FILE
+    tmp = path.with_name(f".{CARD_FILE}.tmp")
+    tmp.write_text(yaml.safe_dump(card.to_dict(), sort_keys=False, width=120))
+    os.replace(tmp, path)
+    return path
+
+
+def weights_path(card: ExpertCard, model_dir: Path) -> Path:
+    """The card's weights file, refusing anything that resolves outside the model folder."""
+    model_dir = Path(model_dir).resolve()
+    path = (model_dir / card.weights)
+    real = path.resolve()
+    if real.parent != model_dir:
+        raise CardError(f"{model_dir / CARD_FILE}: weights {card.weights!r} resolve outside the model folder ({real})")
+    return path
+
+
+def verify_weights(card: ExpertCard, model_dir: Path) -> Path:
+    """Check the weights file exists and matches the card's hash; return its path."""
+    path = weights_path(card, model_dir)
+    if not path.is_file():
+        raise CardError(f"{path}: weights file missing (card {card.name}); restore it with `dvc pull` or `dvc repro`")
+    got = sha256_file(path)
+    if got != card.weights_sha256:
+        raise CardError(f"{path}: sha256 {got[:12]}... does not match the card's {card.weights_sha256[:12]}... "
+                        "(corrupt or replaced weights; re-add the model)")
+    return path

@@ -1,0 +1,134 @@
+"""Run history in MLflow: the only module that imports mlflow.
+
+Library functions accept a `Tracker` (MLflow or a no-op) instead of calling MLflow themselves, so
+they stay testable and usable without a tracking store. The default store is
+`sqlite:///mlflow.db` in the project folder (MLflow 3 refuses the old file store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mll.paths import project_root
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)[:6000]
+    return out
+
+
+class Tracker:
+    """No-op tracker: the interface every library function logs through."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_dict(self, data: Any, artifact_file: str) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def register_folder(self, folder: Path, name: str, alias: str) -> str | None:
+        return None
+
+
+class MlflowTracker(Tracker):
+    """Logs into the active MLflow run."""
+
+    def __init__(self, run):
+        self._run = run
+        self.run_id = run.info.run_id
+
+    def log_params(self, params: dict) -> None:
+        import mlflow
+
+        mlflow.log_params({k: ("" if v is None else v) for k, v in _flat(params).items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+        if clean:
+            mlflow.log_metrics(clean, step=step)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path)
+
+    def register_folder(self, folder: Path, name: str, alias: str) -> str | None:
+        """Log a hub model folder (card + safetensors) and register it as a version of `name`.
+
+        The registered source is the folder itself, loadable with mll's safe loader, rather than an
+        MLflow-serialised module: nothing in the registry needs unpickling.
+        """
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        mlflow.log_artifacts(str(folder), "hub_model")
+        client = MlflowClient()
+        try:
+            client.create_registered_model(name, description="mll hub expert (card.yaml + weights.safetensors)")
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        mv = client.create_model_version(name, source=f"{self._run.info.artifact_uri}/hub_model", run_id=self.run_id)
+        client.set_registered_model_alias(name, alias, mv.version)
+        return str(mv.version)
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str, enabled: bool = True, tags: dict | None = None) -> Iterator[Tracker]:
+    """A tracked run in `experiment` (or a no-op Tracker when disabled); failed runs are marked failed."""
+    if not enabled:
+        yield Tracker()
+        return
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(default_tracking_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        yield MlflowTracker(run)
+
+
+def write_json_artifact(tracker: Tracker, data: Any, name: str) -> None:
+    """Log JSON through a temporary file (works for trackers that only take files)."""
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_text(json.dumps(data, indent=2, default=str))
+        tracker.log_artifact(p)
