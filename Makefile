@@ -20,7 +20,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export MLFLOW_TRACKING_URI := sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system demo test test-fast bench clean
+.PHONY: help setup system demo test test-fast bench serve stop relabel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,15 @@ test-fast: setup  ## the test suite without slow tests
 
 bench: setup  ## print the benchmark figures
 	$(BIN)/python -m benchmarks
+
+serve: setup  ## start Prefect (server, worker, deployments) and the MLflow UI on 127.0.0.1
+	bash scripts/serve.sh start
+
+stop:  ## stop everything `make serve` started
+	bash scripts/serve.sh stop
+
+relabel: setup  ## run the label-hub deployment on the served Prefect (after `make serve`)
+	PREFECT_API_URL=http://127.0.0.1:$${MLL_PREFECT_PORT:-4200}/api prefect deployment run 'label-hub/label-hub' --watch
 
 clean:  ## remove caches (not the venv, not DVC outputs)
 	rm -rf .cache .pytest_cache

@@ -19,7 +19,9 @@ apply_offline_defaults()
 # Synsets the small test SDAG must cover (its ancestor closure is built).
 TEST_VOCAB_NAMES = [
     "dog.n.01", "tabby.n.01", "gym_shoe.n.01", "sandal.n.01", "boot.n.01", "jersey.n.03",
-    "trouser.n.01", "car.n.01", "jeep.n.01", "seven.n.01", "three.n.01", "zero.n.02",
+    "trouser.n.01", "car.n.01", "jeep.n.01", "pullover.n.01", "dress.n.01", "coat.n.01", "shirt.n.01",
+    "bag.n.04", "zero.n.02", "one.n.01", "two.n.01", "three.n.01", "four.n.01", "five.n.01", "six.n.01",
+    "seven.n.01", "eight.n.01", "nine.n.01",
 ]
 
 

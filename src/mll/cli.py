@@ -122,10 +122,7 @@ def _cmd_hub_show(a: argparse.Namespace) -> int:
     for k, v in card.provenance.items():
         print(f"  {k + ':':13s} {v}")
     if _is_labeled(card.name):
-        import json
-
-        summ = json.loads((_labels_root() / card.name / "summary.json").read_text())
-        print("  label:        " + ", ".join(f"{k} {v}" for k, v in summ.items() if not isinstance(v, (dict, list))))
+        _print_label(card.name)
     print(f"  classes ({card.num_classes}):")
     limit = card.num_classes if a.all else min(card.num_classes, 20)
     for k, h in enumerate(card.head[:limit]):
@@ -134,6 +131,33 @@ def _cmd_hub_show(a: argparse.Namespace) -> int:
     if limit < card.num_classes:
         print(f"    ... {card.num_classes - limit} more (--all lists every class)")
     return 0
+
+
+def _print_label(name: str) -> None:
+    import json
+
+    import pandas as pd
+
+    folder = _labels_root() / name
+    summ = json.loads((folder / "summary.json").read_text())
+
+    def f(x):
+        return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    print(f"  label:        {summ['measured_nodes']}/{summ['covered_nodes']} covered nodes measured on "
+          f"{summ['probe_images']} probe images ({summ['storage']} outputs, "
+          f"{sum(summ.get('store_bytes', {}).values()) / 1024:.0f} KiB)")
+    print(f"                mean recall {f(summ['mean_recall'])}, top-1 hit {f(summ['mean_top1_hit'])}, "
+          f"false alarm {f(summ['mean_false_alarm'])} -> gated {f(summ['mean_gated_false_alarm'])}, "
+          f"gate AUROC {f(summ['gate_auroc'])}, temperature {f(summ['temperature'])}")
+    nodes = pd.read_parquet(folder / "nodes.parquet")
+    heads = nodes[nodes.measured & (nodes.support >= 3) & (nodes.head_classes < nodes.head_classes.max())]
+    if heads.empty:
+        heads = nodes[nodes.measured & (nodes.support >= 3)]
+    ranked = heads.sort_values(["top1_hit", "support"], ascending=[False, False])
+    for title, part in (("best", ranked.head(3)), ("worst", ranked.tail(3).iloc[::-1])):
+        text = ", ".join(f"{r.name.split('.')[0]} {r.top1_hit:.2f} (n={r.support})" for r in part.itertuples())
+        print(f"  {title + ' concepts:':13s} {text}")
 
 
 def _parse_map(items: list[str] | None) -> dict[str, str]:
@@ -181,6 +205,26 @@ def _cmd_hub_remove(a: argparse.Namespace) -> int:
 
     path = Hub(Path(a.hub) if a.hub else None).remove(a.name)
     print(f"removed {a.name} ({path})")
+    return 0
+
+
+# --- label --------------------------------------------------------------------------------------
+def _cmd_label(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mll.config import LabelParams, load_section
+    from mll.pipeline import label_stage
+
+    params = load_section("label", LabelParams, a.params) if Path(a.params).is_file() else LabelParams()
+    over = {k: v for k, v in dict(device=a.device, batch_size=a.batch_size).items() if v is not None}
+    if a.no_track:
+        over["track"] = False
+    params = replace(params, **over)
+    report = label_stage(params, hub_root=Path(a.hub), probe_path=Path(a.probe), sdag_path=Path(a.sdag),
+                         labels_root=Path(a.labels), summary_path=Path(a.summary) if a.summary else None,
+                         models=a.models or None, force=a.force)
+    if report["forward_seconds"]:
+        print(f"overhead: labeling wall time is {report['overhead_ratio']:.2f}x the models' pure forward time")
     return 0
 
 # --- data ---------------------------------------------------------------------------------------
@@ -244,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     hr = hs.add_parser("remove", parents=[common], help="delete a model from the hub")
     hr.add_argument("name")
     hr.set_defaults(func=_cmd_hub_remove)
+
+    lb = sub.add_parser("label", help="label hub models on the probe split (only models whose label is stale)")
+    lb.add_argument("models", nargs="*", help="models to label (default: the whole hub)")
+    lb.add_argument("--force", action="store_true", help="relabel even when the stored label is current")
+    lb.add_argument("--device", help="auto | cpu | cuda[:N] (default from params.yaml)")
+    lb.add_argument("--batch-size", type=int)
+    lb.add_argument("--no-track", action="store_true", help="do not log MLflow runs")
+    lb.add_argument("--hub", default="models")
+    lb.add_argument("--probe", default="data/splits/probe.parquet")
+    lb.add_argument("--sdag", default="data/sdag")
+    lb.add_argument("--labels", default="labels")
+    lb.add_argument("--summary", default="reports/labels_summary.json")
+    lb.add_argument("--params", default="params.yaml")
+    lb.set_defaults(func=_cmd_label)
 
     d = sub.add_parser("data", help="dataset splits")
     dss = d.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")

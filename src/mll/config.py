@@ -41,6 +41,19 @@ class SdagParams:
     scope: str = "all"  # "all" nouns, or "closure" of the synsets the data and hub mention
 
 
+@dataclass(frozen=True)
+class LabelParams:
+    device: str = "auto"  # auto picks CUDA when present
+    batch_size: int = 64
+    amp: bool = True  # float16 autocast on CUDA
+    concurrency: int = 1  # models labeled at once (threads, or Dask workers)
+    task_runner: str = "thread"  # thread | dask
+    dask_address: str | None = None  # tcp://host:8786 of a running Dask scheduler (None: a local cluster)
+    full_max_classes: int = 256
+    top_k: int = 32
+    track: bool = True  # one MLflow run per labeled model (experiment `labeling`)
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):

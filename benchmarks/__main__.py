@@ -1,0 +1,29 @@
+"""`python -m benchmarks [labeling ...]`: run the named benchmarks (default: all)."""
+
+from __future__ import annotations
+
+import sys
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from benchmarks import labeling  # noqa: E402
+
+BENCHES = {"labeling": labeling.run}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)
+        return 2
+    for n in names:
+        print(f"== {n} ==")
+        BENCHES[n]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

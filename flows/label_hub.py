@@ -1,0 +1,82 @@
+"""Flow `label-hub`: label every hub model on the probe split, one Prefect task per model (DVC stage `label`).
+
+Task runner: threads in this process (`task_runner: thread`, `concurrency` models at once), or Dask
+(`task_runner: dask`) on a local cluster or on a running scheduler given by `dask_address`, which is
+how labeling of a large hub spreads across machines and GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from mll.config import LabelParams, load_section  # noqa: E402
+from mll.hub import Hub  # noqa: E402
+from mll.pipeline import finish_label_stage, label_one  # noqa: E402
+
+
+@task(name="label-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def label_model_task(name: str, params: LabelParams, paths: dict, force: bool):
+    return label_one(name, params, force=force, log=get_run_logger().info, show_progress=False, **paths)
+
+
+@flow(name="label-models")
+def _label_models(names: list[str], params: LabelParams, paths: dict, force: bool) -> list:
+    futures = label_model_task.map(names, params=unmapped(params), paths=unmapped(paths), force=unmapped(force))
+    return [f.result() for f in futures]
+
+
+def _runner(params: LabelParams):
+    if params.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=max(1, params.concurrency))
+    if params.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if params.dask_address:
+            return DaskTaskRunner(address=params.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": max(1, params.concurrency), "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    raise ValueError(f"label.task_runner must be 'thread' or 'dask', got {params.task_runner!r}")
+
+
+@flow(name="label-hub", log_prints=True)
+def label_hub_flow(models: list[str] | None = None, force: bool = False, params_file: str = "params.yaml",
+                   hub: str = "models", probe: str = "data/splits/probe.parquet", sdag: str = "data/sdag",
+                   labels: str = "labels", summary: str | None = "reports/labels_summary.json",
+                   device: str | None = None, batch_size: int | None = None, concurrency: int | None = None,
+                   task_runner: str | None = None, dask_address: str | None = None) -> dict:
+    """Label the hub's models (all, or `models`); unchanged models are skipped."""
+    params = load_section("label", LabelParams, params_file)
+    overrides = {k: v for k, v in dict(device=device, batch_size=batch_size, concurrency=concurrency,
+                                         task_runner=task_runner, dask_address=dask_address).items() if v is not None}
+    params = replace(params, **overrides)
+    names = models or Hub(hub).names()
+    paths = {"hub_root": hub, "probe_path": probe, "sdag_path": sdag, "labels_root": labels}
+    results = _label_models.with_options(task_runner=_runner(params))(names, params, paths, force)
+    report = finish_label_stage(results, hub, labels, summary if not models else None, log=get_run_logger().info)
+    failed = [n for n in names if n not in report["per_model"]]
+    if failed:
+        raise RuntimeError(f"models failed to label: {', '.join(failed)}")
+    return report
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="*", help="label only these (default: the whole hub)")
+    ap.add_argument("--force", action="store_true", help="relabel even when the stored label is current")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--device")
+    ap.add_argument("--concurrency", type=int)
+    ap.add_argument("--task-runner", choices=["thread", "dask"])
+    ap.add_argument("--dask-address")
+    a = ap.parse_args()
+    label_hub_flow(a.models, a.force, a.params, device=a.device, concurrency=a.concurrency,
+                   task_runner=a.task_runner, dask_address=a.dask_address)
