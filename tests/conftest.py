@@ -81,3 +81,30 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory, small_sdag):
+    """Two digit experts on disjoint classes, a probe set of digits plus unrelated Fashion-MNIST images."""
+    import pandas as pd
+
+    from mll.config import SplitSizes
+    from mll.datasets import load_dataset
+    from mll.hub import Hub
+    from mll.splits import split_dataset
+    from mll.training import ExpertSpec, train_expert
+
+    root = tmp_path_factory.mktemp("world")
+    digits = split_dataset(load_dataset("digits"), SplitSizes(expert_train=80, probe=12, target_test=10), seed=0)
+    fashion = split_dataset(load_dataset("fashion_mnist"), SplitSizes(expert_train=0, probe=6, target_test=0), seed=0)
+    hub = Hub(root / "hub")
+    train = digits[digits.split == "expert_train"]
+    for name, classes in (("low", ("0", "1", "2")), ("high", ("3", "4", "5"))):
+        train_expert(ExpertSpec(name, "digits", classes, epochs=8, input_size=16), train, hub, log=lambda *_: None)
+    probe = pd.concat([digits[digits.split == "probe"], fashion[fashion.split == "probe"]], ignore_index=True)
+    probe_path = root / "probe.parquet"
+    probe.to_parquet(probe_path)
+    sdag_dir = root / "sdag"
+    small_sdag.save(sdag_dir)
+    return {"root": root, "hub": hub, "probe": probe_path, "sdag": sdag_dir,
+            "test": digits[digits.split == "target_test"].reset_index(drop=True)}

@@ -25,24 +25,6 @@ from mll.validation import ValidationError, check_label_table
 NO_TRACK = LabelParams(track=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory, small_sdag):
-    """Two digit experts on disjoint classes, a probe set of digits plus unrelated Fashion-MNIST images."""
-    root = tmp_path_factory.mktemp("world")
-    digits = split_dataset(load_dataset("digits"), SplitSizes(expert_train=80, probe=12, target_test=0), seed=0)
-    fashion = split_dataset(load_dataset("fashion_mnist"), SplitSizes(expert_train=0, probe=6, target_test=0), seed=0)
-    hub = Hub(root / "hub")
-    train = digits[digits.split == "expert_train"]
-    for name, classes in (("low", ("0", "1", "2")), ("high", ("3", "4", "5"))):
-        train_expert(ExpertSpec(name, "digits", classes, epochs=8, input_size=16), train, hub, log=lambda *_: None)
-    probe = pd.concat([digits[digits.split == "probe"], fashion[fashion.split == "probe"]], ignore_index=True)
-    probe_path = root / "probe.parquet"
-    probe.to_parquet(probe_path)
-    sdag_dir = root / "sdag"
-    small_sdag.save(sdag_dir)
-    return {"root": root, "hub": hub, "probe": probe_path, "sdag": sdag_dir}
-
-
 def _paths(w, labels):
     return {"hub_root": w["hub"].root, "probe_path": w["probe"], "sdag_path": w["sdag"], "labels_root": labels}
 

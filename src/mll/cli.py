@@ -17,10 +17,11 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mll.cards import CardError
     from mll.images import ImageError
+    from mll.matching import MatchError
     from mll.validation import ValidationError
     from mll.wordnet import WordNetMissingError
 
-    return (UserError, CardError, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
+    return (UserError, CardError, MatchError, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
             ValidationError, WordNetMissingError, IsADirectoryError, NotADirectoryError)
 
 
@@ -227,6 +228,134 @@ def _cmd_label(a: argparse.Namespace) -> int:
         print(f"overhead: labeling wall time is {report['overhead_ratio']:.2f}x the models' pure forward time")
     return 0
 
+
+# --- match / eval / solve -------------------------------------------------------------------------
+def _solve_context(a: argparse.Namespace):
+    from mll.config import LabelParams, load_raw, load_section
+    from mll.labeling import LabelConfig
+    from mll.paths import cache_dir
+    from mll.solve import Context, SolveConfig
+
+    cfg = SolveConfig()
+    lp = LabelParams()
+    if Path(a.params).is_file():
+        raw = load_raw(Path(a.params))
+        if "solve" in raw:
+            cfg = load_section("solve", SolveConfig, a.params)
+        if "label" in raw:
+            lp = load_section("label", LabelParams, a.params)
+    if getattr(a, "device", None):
+        from dataclasses import replace
+
+        cfg = replace(cfg, device=a.device)
+    label_cfg = LabelConfig(full_max_classes=lp.full_max_classes, top_k=lp.top_k)
+    return Context.load(Path(a.sdag), Path(a.hub), Path(a.labels), cfg, label_cfg, cache_dir=cache_dir())
+
+
+def _write_json(data, path: str | None) -> None:
+    if path:
+        import json
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _cmd_match(a: argparse.Namespace) -> int:
+    from mll.matching import MatchError  # noqa: F401
+
+    ctx = _solve_context(a)
+    results = ctx.matcher.match(a.names, top=a.top)
+    for m in results:
+        chosen = f"{m.synset} {ctx.sdag.name(m.synset)}" if m.synset else "none"
+        print(f"{m.name!r} -> {chosen}  [{m.method}]" + (f"  (nested in {', '.join(m.nested_in)})" if m.nested_in else ""))
+        for c in m.candidates:
+            print(f"    {c.score:6.3f}  {c.id} {c.name:24s} {'covered' if c.covered else '       '}  {c.definition[:60]}")
+    _write_json([m.to_dict() for m in results], a.json)
+    return 0
+
+
+def _print_selection(sel, explain: bool) -> None:
+    for c in sel.classes:
+        models = ", ".join(f"{m}[{'/'.join(c.head_classes.get(m, [])[:3])}]" for m in c.models) or (
+            "VLM patch" if c.patched else "NONE (uncovered)")
+        est = f"{c.estimated_accuracy:.2f}" if c.estimated_accuracy is not None else "  - "
+        print(f"  {c.name:20s} -> {models}  est {est}")
+        if explain:
+            print(f"      why: {c.why}")
+            for cand in c.candidates:
+                print(f"      candidate {cand['model']}: prune score {cand['prune_score']:.3f}, "
+                      f"gated recall {cand['gated_recall']:.3f}, gated false alarm {cand['gated_false_alarm']:.3f}")
+    est = f"{sel.estimated_accuracy:.3f}" if sel.estimated_accuracy is not None else "-"
+    print(f"  models run: {len(sel.models)} ({', '.join(sel.models)}); solver {sel.solver}; combiner {sel.combiner}; "
+          f"estimated accuracy on node data {est}")
+
+
+def _track_task(kind: str, names: list[str], matched: dict, selection: dict, metrics: dict) -> None:
+    from mll.tracking import start_run
+
+    with start_run(kind, f"{kind}-{len(names)}-classes") as t:
+        t.log_params({"classes": ",".join(names)[:5000], "n_classes": len(names)})
+        t.log_dict({"matched": matched, "selection": selection}, "selection.json")
+        t.log_metrics(metrics)
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mll.solve import evaluate_folder
+
+    ctx = _solve_context(a)
+    with tqdm(desc="run models", unit="model", leave=False) as bar:
+        rep = evaluate_folder(ctx, Path(a.task_dir), progress=bar.update)
+    print(f"accuracy {rep['accuracy']:.4f} on {rep['n_images']} images ({len(rep['per_class'])} classes)")
+    print(f"  {'class':20s} {'matched synset':28s} {'n':>5s} {'acc':>6s}  answered by")
+    for n, pc in rep["per_class"].items():
+        acc = f"{pc['accuracy']:.3f}" if pc["accuracy"] is not None else "  -  "
+        print(f"  {n:20s} {str(rep['matched_names'][n]):28s} {pc['n']:5d} {acc:>6s}  {pc['answered_by']}")
+    from mll.chco import Selection  # noqa: F401
+
+    print("selection:")
+    _print_selection(_selection_from(rep["details"]), a.explain)
+    if rep["skipped_images"]:
+        print(f"skipped {len(rep['skipped_images'])} unreadable image(s): " + "; ".join(list(rep["skipped_images"].values())[:3]))
+    _write_json(rep, a.json)
+    if not a.no_track:
+        _track_task("eval", list(rep["per_class"]), rep["matched"], rep["details"],
+                    {"accuracy": rep["accuracy"], "n_images": rep["n_images"]})
+    return 0
+
+
+def _selection_from(d: dict):
+    from mll.chco import ClassChoice, Selection
+
+    classes = [ClassChoice(**c) for c in d["classes"]]
+    return Selection(**{**d, "classes": classes})
+
+
+def _cmd_solve(a: argparse.Namespace) -> int:
+    import csv
+
+    from tqdm import tqdm
+
+    from mll.solve import solve_folder
+
+    names = [c.strip() for c in a.classes.split(",")]
+    ctx = _solve_context(a)
+    with tqdm(desc="run models", unit="model", leave=False) as bar:
+        rows, p = solve_folder(ctx, names, Path(a.images), progress=bar.update)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "predicted", "score", "model"])
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} predictions to {a.out}")
+    if a.explain:
+        _print_selection(p.selection, True)
+    if not a.no_track:
+        _track_task("solve", p.names, {m.name: m.synset for m in p.matches}, p.selection.to_dict(),
+                    {"n_images": len(rows)})
+    return 0
+
 # --- data ---------------------------------------------------------------------------------------
 def _cmd_data_split(a: argparse.Namespace) -> int:
     from mll.config import DataParams, load_section
@@ -302,6 +431,32 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--summary", default="reports/labels_summary.json")
     lb.add_argument("--params", default="params.yaml")
     lb.set_defaults(func=_cmd_label)
+
+    ctxp = argparse.ArgumentParser(add_help=False)
+    ctxp.add_argument("--hub", default="models")
+    ctxp.add_argument("--labels", default="labels")
+    ctxp.add_argument("--sdag", default="data/sdag")
+    ctxp.add_argument("--params", default="params.yaml")
+    mt = sub.add_parser("match", parents=[ctxp], help="how class names map to SDAG nodes (no solving)")
+    mt.add_argument("names", nargs="+", help="class names as a user types them; name=synset overrides")
+    mt.add_argument("--top", type=int, default=5, help="candidates to list per name")
+    mt.add_argument("--json", help="write the matches as JSON")
+    mt.set_defaults(func=_cmd_match)
+    ev = sub.add_parser("eval", parents=[ctxp], help="solve an ImageFolder task zero-shot and score it")
+    ev.add_argument("--task-dir", required=True, help="one sub-folder per class, named as the class")
+    ev.add_argument("--json", help="write the report as JSON")
+    ev.add_argument("--explain", action="store_true", help="print why each head was chosen")
+    ev.add_argument("--device")
+    ev.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
+    ev.set_defaults(func=_cmd_eval)
+    so = sub.add_parser("solve", parents=[ctxp], help="predict classes for a folder of images zero-shot")
+    so.add_argument("--classes", required=True, help='comma-separated class names, e.g. "sneaker,bag,7"')
+    so.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    so.add_argument("--out", required=True, help="CSV: path, predicted, score, model")
+    so.add_argument("--explain", action="store_true")
+    so.add_argument("--device")
+    so.add_argument("--no-track", action="store_true")
+    so.set_defaults(func=_cmd_solve)
 
     d = sub.add_parser("data", help="dataset splits")
     dss = d.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")

@@ -37,7 +37,7 @@ from mll.experts import Expert, preprocess
 from mll.images import ImageError, open_image
 from mll.sdag import SDAG
 
-LABEL_VERSION = 1  # bump when the label definition changes: every key changes with it
+LABEL_VERSION = 3  # bump when the label definition changes: every key changes with it
 OUTPUTS, NODES, SUMMARY = "outputs.npz", "nodes.parquet", "summary.json"
 
 
@@ -169,9 +169,11 @@ def _fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 
         if in_domain[tr].all() or not in_domain[tr].any():
             cv[~tr] = 0.5
             continue
-        clf = LogisticRegression(C=1.0, max_iter=500).fit(z[tr], in_domain[tr])
+        clf = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced").fit(z[tr], in_domain[tr])
         cv[~tr] = clf.decision_function(z[~tr])
-    clf = LogisticRegression(C=1.0, max_iter=500).fit(z, in_domain)
+    # balanced: a narrow expert's domain is a small share of the probe set, and g = 0.5 should mean
+    # "as likely mine as not", not "rarer than the base rate"
+    clf = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced").fit(z, in_domain)
     gate = {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0]),
             "mean": mu.tolist(), "scale": sd.tolist()}
     return gate, _auroc(cv, in_domain)
@@ -190,6 +192,7 @@ class Label:
     model: str
     key: str
     uris: list[str]
+    synsets: list[str]  # the probe images' synsets, aligned with uris
     logp: np.ndarray | None  # (N, C) float16 when stored in full
     topk_idx: np.ndarray | None  # (N, k) int16 for wide heads
     topk_logp: np.ndarray | None  # (N, k) float16
@@ -242,12 +245,17 @@ def compute_label(card: ExpertCard, logits: torch.Tensor, probe_synsets: list[st
                 below_cache[s] = [col[v] for v in sdag.descendants(s) if v in col]
             img_above[i, below_cache[s]] = True
 
-    # in-domain images: their synset lies under exactly one head class -> a known right answer
+    # in-domain images: their synset lies under a head class -> a known right answer, the most
+    # specific head class above it (a T-shirt image is "T-shirt", not "shirt", when both are heads)
     target = np.full(n, -1)
+    head_depth = [sdag.depth(h) if h in sdag else -1 for h in head]
     for i, s in enumerate(probe_synsets):
         hits = [ci for ci, h in enumerate(head) if s == h or (s in sdag and h in anc_cache.get(s, set()))]
-        if len(hits) == 1:
-            target[i] = hits[0]
+        if hits:
+            deepest = max(head_depth[ci] for ci in hits)
+            best = [ci for ci in hits if head_depth[ci] == deepest]
+            if len(best) == 1:
+                target[i] = best[0]
     in_dom = target >= 0
     temperature = _fit_temperature(logits[torch.from_numpy(in_dom)], torch.from_numpy(target[in_dom]).long())
 
@@ -322,7 +330,7 @@ def compute_label(card: ExpertCard, logits: torch.Tensor, probe_synsets: list[st
         "probe_datasets": sorted(set(probe_datasets)),
         "head_synsets_missing_from_sdag": sorted(set(head) - set(closure)),
     }
-    return Label(card.name, key, list(probe_uris), stored["logp"], stored["topk_idx"], stored["topk_logp"],
+    return Label(card.name, key, list(probe_uris), list(probe_synsets), stored["logp"], stored["topk_idx"], stored["topk_logp"],
                  stored["rest_logp"], lse, nodes, summary)
 
 
@@ -345,7 +353,8 @@ def write_label(label: Label, root: Path) -> Path:
     tmp = root / f".{label.model}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    arrays = {"uris": np.asarray(label.uris, dtype=str), "lse": label.lse}
+    arrays = {"uris": np.asarray(label.uris, dtype=str), "synsets": np.asarray(label.synsets, dtype=str),
+              "lse": label.lse}
     for k in ("logp", "topk_idx", "topk_logp", "rest_logp"):
         v = getattr(label, k)
         if v is not None:
@@ -385,7 +394,7 @@ def read_label(root: Path, model: str) -> Label:
     with np.load(folder / OUTPUTS, allow_pickle=False) as z:
         arr = {k: z[k] for k in z.files}
     nodes = pd.read_parquet(folder / NODES)
-    return Label(model, summary["key"], arr["uris"].tolist(), arr.get("logp"), arr.get("topk_idx"),
+    return Label(model, summary["key"], arr["uris"].tolist(), arr["synsets"].tolist(), arr.get("logp"), arr.get("topk_idx"),
                  arr.get("topk_logp"), arr.get("rest_logp"), arr["lse"], nodes, summary)
 
 

@@ -37,9 +37,10 @@ class SDAG:
 
     def __init__(self, ids: list[str], names: list[str], lemmas: list[str], definitions: list[str],
                  depth: list[int], parents: list[list[int]], meta: dict | None = None,
-                 lexnames: list[str] | None = None):
+                 lexnames: list[str] | None = None, counts: list[str] | None = None):
         self._ids, self._names, self._lemmas, self._defs, self._depth = ids, names, lemmas, definitions, depth
         self._lex = lexnames or [""] * len(ids)
+        self._counts = counts or [""] * len(ids)  # "|"-joined tagged frequencies, aligned with lemmas
         self._par = parents
         self._pos = {n: i for i, n in enumerate(ids)}
         self.meta = dict(meta or {})
@@ -58,7 +59,8 @@ class SDAG:
             parents[pos[c]].append(pos[p])
         return cls(ids, [nodes[n]["name"] for n in ids], ["|".join(nodes[n]["lemmas"]) for n in ids],
                    [nodes[n]["definition"] for n in ids], [int(nodes[n]["depth"]) for n in ids], parents, meta,
-                   [nodes[n].get("lexname", "") for n in ids])
+                   [nodes[n].get("lexname", "") for n in ids],
+                   ["|".join(str(c) for c in nodes[n].get("counts", ())) for n in ids])
 
     # --- basic access -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -81,6 +83,17 @@ class SDAG:
         i = self._i(node)
         return {"name": self._names[i], "lemmas": self._lemmas[i].split("|"),
                 "definition": self._defs[i], "depth": self._depth[i], "lexname": self._lex[i]}
+
+    def lemma_count(self, node: str, lemma: str) -> int:
+        """WordNet's tagged frequency of `lemma` in synset `node` (0 when unknown)."""
+        i = self._i(node)
+        lemmas = self._lemmas[i].lower().split("|")
+        counts = self._counts[i].split("|") if self._counts[i] else []
+        key = lemma.lower().replace(" ", "_")
+        for lm, c in zip(lemmas, counts):
+            if lm == key:
+                return int(c)
+        return 0
 
     def name(self, node: str) -> str:
         return self._names[self._i(node)]
@@ -221,7 +234,7 @@ class SDAG:
             "format": "mll-sdag/1",
             "meta": {**self.meta, "nodes": len(self), "edges": sum(map(len, self._par))},
             "id": self._ids, "name": self._names, "lemmas": self._lemmas,
-            "definition": self._defs, "depth": self._depth, "lexname": self._lex,
+            "definition": self._defs, "depth": self._depth, "lexname": self._lex, "counts": self._counts,
             "parents": self._par,  # per node, the positions of its parents
         }
         tmp = out_dir / f".{_FILE}.tmp"
@@ -240,7 +253,7 @@ class SDAG:
         if doc.get("format") != "mll-sdag/1":
             raise ValueError(f"{path} is not an mll SDAG file (format {doc.get('format')!r}); rebuild it")
         return cls(doc["id"], doc["name"], doc["lemmas"], doc["definition"], doc["depth"], doc["parents"], doc["meta"],
-                   doc.get("lexname"))
+                   doc.get("lexname"), doc.get("counts"))
 
 
 @contextlib.contextmanager
@@ -289,7 +302,7 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
         synsets = _ancestor_closure(synset_from_wnid(v) for v in vocabulary)
         scope = "closure"
     nodes = {k: {"name": s.name(), "lemmas": [lm.name() for lm in s.lemmas()], "definition": s.definition(),
-                 "lexname": s.lexname()} for k, s in synsets.items()}
+                 "lexname": s.lexname(), "counts": [lm.count() for lm in s.lemmas()]} for k, s in synsets.items()}
     edges = [(wnid(p), k) for k, s in synsets.items() for p in s.hypernyms() + s.instance_hypernyms()]
     children: dict[str, list[str]] = {}
     has_parent = set()

@@ -1,0 +1,50 @@
+"""Flow `solve-task`: evaluate many ImageFolder tasks zero-shot, one Prefect task per task folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from mll.config import load_raw, load_section  # noqa: E402
+from mll.solve import Context, SolveConfig, evaluate_folder  # noqa: E402
+
+_CTX: dict = {}
+
+
+def _context(params_file: str, hub: str, labels: str, sdag: str) -> Context:
+    key = (params_file, hub, labels, sdag)
+    if key not in _CTX:  # one context per worker process: SDAG, labels and matcher load once
+        cfg = load_section("solve", SolveConfig, params_file) if "solve" in load_raw(params_file) else SolveConfig()
+        _CTX[key] = Context.load(sdag, hub, labels, cfg)
+    return _CTX[key]
+
+
+@task(name="evaluate-task", retries=1, cache_policy=NO_CACHE)
+def evaluate_task(task_dir: str, paths: dict) -> dict:
+    rep = evaluate_folder(_context(**paths), task_dir)
+    get_run_logger().info(f"{task_dir}: accuracy {rep['accuracy']:.4f} on {rep['n_images']} images, "
+                          f"selection {rep['selection']}")
+    return {k: rep[k] for k in ("task_dir", "accuracy", "n_images", "per_class", "selection", "uncovered", "matched")}
+
+
+@flow(name="solve-task")
+def solve_task_flow(task_dirs: list[str], params_file: str = "params.yaml", hub: str = "models",
+                    labels: str = "labels", sdag: str = "data/sdag") -> list[dict]:
+    """Evaluate each ImageFolder in `task_dirs` (sub-folder names are the class names)."""
+    paths = {"params_file": params_file, "hub": hub, "labels": labels, "sdag": sdag}
+    return [f.result() for f in evaluate_task.map(task_dirs, paths=unmapped(paths))]
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("task_dirs", nargs="+")
+    ap.add_argument("--params", default="params.yaml")
+    a = ap.parse_args()
+    for r in solve_task_flow(a.task_dirs, a.params):
+        print(f"{r['task_dir']}: {r['accuracy']:.4f}")

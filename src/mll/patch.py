@@ -1,0 +1,107 @@
+"""The vision-language patch: an open_clip model scores target classes that no hub head covers.
+
+Configured in params.yaml (`solve.patch`): `model` is an open_clip architecture name or
+`local-dir:PATH` (a folder with open_clip_config.json + weights), `pretrained` a checkpoint file or,
+for users who are online, a pretrained tag. With nothing configured there is no patch, and uncovered
+classes back off to the nearest covered SDAG relative instead (flagged in the selection).
+
+Fusion with the experts: let U be the uncovered classes and p_clip(k|x) CLIP's zero-shot
+probabilities over *all* task classes. CLIP decides how much mass goes to U,
+u(x) = Σ_{k∈U} p_clip(k|x); the experts' combiner shares the rest among the covered classes:
+
+    p(k|x) = (1 − u(x)) · p_experts(k|x)   for covered k,
+    p(k|x) = p_clip(k|x)                     for k ∈ U.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.")
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    model: str | None = None  # open_clip architecture, or local-dir:PATH
+    pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
+    device: str = "auto"
+
+
+class ClipPatch:
+    """Zero-shot classifier over class names with an open_clip model."""
+
+    def __init__(self, cfg: PatchConfig):
+        import open_clip
+        import torch
+
+        from mll.experts import select_device
+
+        if not cfg.model:
+            raise ValueError("patch: set solve.patch.model (an open_clip architecture or local-dir:PATH)")
+        self.device = select_device(cfg.device)
+        try:
+            if cfg.model.startswith("local-dir:"):
+                model, _, preprocess = open_clip.create_model_and_transforms(cfg.model)
+            else:
+                model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=cfg.pretrained)
+        except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(f"patch: cannot load open_clip model {cfg.model!r} / {cfg.pretrained!r} "
+                             f"({' '.join(str(exc).split())[:200]}); offline, use a checkpoint file or local-dir:") from None
+        self.model = model.eval().to(self.device)
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(cfg.model)
+        self._torch = torch
+        self.name = f"{cfg.model}:{cfg.pretrained or ''}"
+
+    def text_head(self, class_names: Sequence[str]) -> np.ndarray:
+        """(D, K) normalised class embeddings averaged over prompt templates."""
+        torch = self._torch
+        with torch.inference_mode():
+            cols = []
+            for name in class_names:
+                tok = self.tokenizer([t.format(name.replace("_", " ")) for t in TEMPLATES]).to(self.device)
+                e = self.model.encode_text(tok).float()
+                e = e / e.norm(dim=-1, keepdim=True)
+                e = e.mean(0)
+                cols.append((e / e.norm()).cpu().numpy())
+        return np.stack(cols, axis=1)
+
+    def probs(self, images: Sequence[Image.Image], class_names: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(N, K) zero-shot probabilities over `class_names`."""
+        torch = self._torch
+        head = torch.from_numpy(self.text_head(class_names)).to(self.device)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):
+                x = torch.stack([self.preprocess(im.convert("RGB")) for im in images[i : i + batch_size]]).to(self.device)
+                f = self.model.encode_image(x).float()
+                f = f / f.norm(dim=-1, keepdim=True)
+                scale = self.model.logit_scale.exp().float() if hasattr(self.model, "logit_scale") else 100.0
+                out.append(torch.softmax(scale * f @ head, dim=1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(class_names)))
+
+
+def load_patch(cfg: PatchConfig | None) -> ClipPatch | None:
+    """The configured patch, or None when no VLM is configured."""
+    if cfg is None or not cfg.model:
+        return None
+    return ClipPatch(cfg)
+
+
+def fuse(p_experts: np.ndarray, covered: Sequence[int], p_clip: np.ndarray | None, uncovered: Sequence[int],
+         k: int) -> np.ndarray:
+    """Combine the experts' probabilities over covered classes with the patch's (see module doc)."""
+    n = len(p_experts) if p_experts is not None and len(covered) else (len(p_clip) if p_clip is not None else 0)
+    out = np.zeros((n, k))
+    if p_clip is not None and len(uncovered):
+        u = p_clip[:, list(uncovered)].sum(1)
+        out[:, list(uncovered)] = p_clip[:, list(uncovered)]
+    else:
+        u = np.zeros(n)
+    if len(covered):
+        out[:, list(covered)] = (1.0 - u)[:, None] * p_experts
+    return out

@@ -1,0 +1,141 @@
+"""Reuse: combine the selected heads into one prediction over the target classes.
+
+The combiner is fitted on the selected models' *stored* outputs for the target classes' node data
+(no target images): a regularised multinomial logistic regression (stacking) over, for every
+(model, class) pair the selection made, log P_m(t_k|x) and, per model, its gate g_m(x). Where some
+class has fewer than `min_node_images` node images it falls back to the statistics-based
+combination, score_k(x) = mean_{m∈S_k} g_m(x) P_m(t_k|x), and says so. Then the selected models run
+once on the task's images (decoded once, per-card preprocessing, batched) and the same features go
+through the combiner. Classes no head covers are scored by the patch (`mll.patch`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mll.chco import ScoreBank, Selection, head_columns
+from mll.experts import Expert, preprocess
+from mll.labeling import LabelConfig, gate_score
+from mll.sdag import SDAG
+
+
+@dataclass
+class Combiner:
+    """Maps per-model outputs to scores over the covered target classes."""
+
+    kind: str  # stacking | statistics
+    pairs: list[tuple[str, int, str]]  # (model, class index, node) features, in column order
+    models: list[str]
+    classes: list[int]  # target class indices the combiner predicts (covered classes)
+    clf: object | None = None
+
+    def features(self, logp: dict[str, np.ndarray], gates: dict[str, np.ndarray], cols: dict) -> np.ndarray:
+        n = len(next(iter(gates.values())))
+        f = [np.log(np.clip(np.exp(logp[m][:, cols[(m, node)]]).sum(1), 1e-8, 1.0)) if cols[(m, node)]
+             else np.full(n, np.log(1e-8)) for m, _, node in self.pairs]
+        f += [gates[m] for m in self.models]
+        return np.stack(f, axis=1)
+
+    def predict_proba(self, logp: dict[str, np.ndarray], gates: dict[str, np.ndarray], cols: dict) -> np.ndarray:
+        """(N, len(classes)) probabilities over the covered classes."""
+        n = len(next(iter(gates.values())))
+        if self.kind == "stacking":
+            return self.clf.predict_proba(self.features(logp, gates, cols))
+        score = np.zeros((n, len(self.classes)))
+        count = np.zeros(len(self.classes))
+        for m, k, node in self.pairs:
+            j = self.classes.index(k)
+            p = np.exp(logp[m][:, cols[(m, node)]]).sum(1) if cols[(m, node)] else 0.0
+            score[:, j] += gates[m] * p
+            count[j] += 1
+        score /= np.maximum(count, 1)
+        return score / np.maximum(score.sum(1, keepdims=True), 1e-12)
+
+
+def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, cards: dict,
+                 min_node_images: int = 5, use_gates: bool = True, C: float = 0.5, seed: int = 0) -> tuple[Combiner, dict]:
+    """Fit the combiner on the node data's stored outputs; returns it and the column map."""
+    pairs = [(m, k, c.target_node) for k, c in enumerate(sel.classes) for m in c.models]
+    models = sorted({m for m, _, _ in pairs})
+    classes = sorted({k for _, k, _ in pairs})
+    excl = {c.target_node: tuple(c.exclude) for c in sel.classes}
+    cols = {(m, node): head_columns(cards[m], node, sdag, excl.get(node, ())) for m, _, node in pairs}
+    kind = "stacking"
+    counts = {k: int((y == k).sum()) for k in classes}
+    if not classes or min(counts.values(), default=0) < min_node_images or len(classes) < 2:
+        kind = "statistics"
+    comb = Combiner(kind, pairs, models, classes)
+    if not use_gates:
+        comb.kind = "statistics"
+    if comb.kind == "stacking":
+        from sklearn.linear_model import LogisticRegression
+
+        mask = np.isin(y, classes)
+        logp = {m: bank.logp(m)[mask] for m in models}
+        gates = {m: bank.gate(m)[mask] for m in models}
+        X = comb.features(logp, gates, cols)
+        comb.clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
+        comb.clf.fit(X, y[mask])
+        comb.classes = [int(c) for c in comb.clf.classes_]
+    sel.combiner = comb.kind if use_gates else "statistics-ungated"
+    if not use_gates:
+        comb.gates_off = True
+    return comb, cols
+
+
+def simulate_accuracy(comb: Combiner, cols: dict, bank: ScoreBank, y: np.ndarray, use_gates: bool = True) -> float | None:
+    """The combination's argmax accuracy on its own node data (in-sample for stacking)."""
+    mask = np.isin(y, comb.classes)
+    if not mask.any() or not comb.models:
+        return None
+    logp = {m: bank.logp(m)[mask] for m in comb.models}
+    gates = {m: (bank.gate(m)[mask] if use_gates else np.ones(int(mask.sum()))) for m in comb.models}
+    pred = np.asarray(comb.classes)[comb.predict_proba(logp, gates, cols).argmax(1)]
+    return float((pred == y[mask]).mean())
+
+
+# --- running the selected models on the task's images -----------------------------------------------
+def stored_form(logits: torch.Tensor, cfg: LabelConfig) -> np.ndarray:
+    """Live logits -> the same dense log-probabilities the label stored (top-k truncation included)."""
+    logp = torch.log_softmax(logits.float(), 1).numpy()
+    c = logp.shape[1]
+    if c <= cfg.full_max_classes:
+        return logp.astype(np.float16).astype(np.float32)
+    k = min(cfg.top_k, c)
+    idx = np.argsort(-logp, axis=1)[:, :k]
+    tl = np.take_along_axis(logp, idx, 1).astype(np.float16).astype(np.float32)
+    rest = np.log(np.clip(1.0 - np.exp(tl).sum(1), 1e-12, 1.0))
+    out = np.repeat((rest - np.log(max(c - k, 1)))[:, None], c, axis=1)
+    np.put_along_axis(out, idx, tl, axis=1)
+    return out
+
+
+def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Expert]], cfg: LabelConfig,
+               summaries: dict[str, dict], batch_size: int = 64,
+               progress: Callable[[int], None] | None = None) -> tuple[dict, dict, dict]:
+    """Run each model once over `images`; returns (log-probs, gates, seconds) per model.
+
+    Images are preprocessed once per distinct input config and shared by the models that use it.
+    """
+    logp, gates, seconds, tensors = {}, {}, {}, {}
+    for name, load in loaders.items():
+        t0 = time.perf_counter()
+        expert = load()
+        key = expert.card.input
+        if key not in tensors:
+            tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
+        logits = expert.forward(tensors[key], batch_size)
+        lp = stored_form(logits, cfg)
+        lse = torch.logsumexp(logits.float(), 1).numpy()
+        logp[name] = lp
+        gates[name] = gate_score(summaries[name]["gate"], lp, lse)
+        seconds[name] = time.perf_counter() - t0
+        if progress:
+            progress(1)
+    return logp, gates, seconds

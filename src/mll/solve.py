@@ -1,0 +1,221 @@
+"""Zero-shot solving end to end: class names -> matching -> CHCO -> combiner -> predictions.
+
+`plan` needs no image and runs no model (labels only); `predict` runs the selected models once over
+the task's images. `evaluate_folder` and `solve_folder` back `mll eval` and `mll solve`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mll.chco import LabelIndex, Selection, select
+from mll.datasets import IMAGE_SUFFIXES, image_folder
+from mll.hub import Hub
+from mll.images import ImageError, open_image
+from mll.labeling import LabelConfig
+from mll.matching import Match, Matcher
+from mll.patch import PatchConfig, fuse, load_patch
+from mll.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
+from mll.sdag import SDAG
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    prune: int = 3  # candidate heads kept per class after the statistics prune
+    max_heads: int = 2  # heads per class at most
+    cost_per_model: float = 0.01  # objective penalty per distinct model run
+    solver: str = "auto"  # auto | exact | heuristic
+    min_node_images: int = 5  # per class, to fit the stacking combiner
+    use_gates: bool = True  # False = the ablation without gates/calibration
+    max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
+    batch_size: int = 64
+    device: str = "auto"
+    patch: PatchConfig = field(default_factory=PatchConfig)
+
+
+@dataclass
+class Context:
+    sdag: SDAG
+    hub: Hub
+    index: LabelIndex
+    cards: dict
+    matcher: Matcher
+    cfg: SolveConfig
+    label_cfg: LabelConfig
+    patch: object | None = None
+
+    @classmethod
+    def load(cls, sdag_dir: Path = Path("data/sdag"), hub_root: Path = Path("models"),
+             labels_root: Path = Path("labels"), cfg: SolveConfig = SolveConfig(),
+             label_cfg: LabelConfig = LabelConfig(), models: list[str] | None = None,
+             cache_dir: Path | None = None) -> "Context":
+        sdag = SDAG.load(Path(sdag_dir))
+        hub = Hub(Path(hub_root))
+        names = models if models is not None else hub.names()
+        index = LabelIndex(Path(labels_root), [n for n in names if (Path(labels_root) / n / "summary.json").is_file()])
+        if not index.models:
+            raise FileNotFoundError(f"no labeled models in {labels_root}; run `mll label` (or `dvc repro label`)")
+        cards = {m: hub.card(m) for m in index.models}
+        heads = {s for c in cards.values() for s in c.synsets}
+        pool = set()
+        for m in index.models[:1]:
+            pool |= set(index.label(m).synsets)
+        matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir)
+        return cls(sdag, hub, index, cards, matcher, cfg, label_cfg)
+
+    def get_patch(self):
+        if self.patch is None and self.cfg.patch.model:
+            self.patch = load_patch(self.cfg.patch)
+        return self.patch
+
+    def head_synsets(self) -> set[str]:
+        return {s for c in self.cards.values() for s in c.synsets}
+
+
+@dataclass
+class Plan:
+    names: list[str]
+    matches: list[Match]
+    selection: Selection
+    combiner: Combiner | None
+    cols: dict
+    covered: list[int]  # class indices the experts answer
+    uncovered: list[int]  # class indices with no head (patched, or left unanswerable)
+    seconds: float
+
+
+def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None = None) -> Plan:
+    """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run."""
+    t0 = time.perf_counter()
+    names = [n.strip() for n in names]
+    if len(names) < 2:
+        raise ValueError("a task needs at least two classes")
+    matches = ctx.matcher.match(names)
+    plain = [m.name for m in matches]
+    targets = [m.synset for m in matches]
+    index = ctx.index if restrict_models is None else LabelIndex(ctx.index.root, restrict_models)
+    covered_nodes = set(index.nodes.loc[index.nodes["head_classes"] > 0, "node"]) if len(index.nodes) else set()
+    patch_on = bool(ctx.cfg.patch.model)
+    backoffs = {}
+    heads = {s for m in index.models for s in ctx.cards[m].synsets}
+    for n, t in zip(plain, targets):
+        if t and t not in covered_nodes and not patch_on:
+            near = ctx.sdag.nearest_covered(t, heads)
+            if near and near[1] <= ctx.cfg.max_backoff_hops:  # a far relative says nothing about the class
+                backoffs[n] = near[0]
+    sel, bank, y = select(index, ctx.sdag, plain, targets, {m: ctx.cards[m] for m in index.models},
+                          prune=ctx.cfg.prune, max_heads=ctx.cfg.max_heads, cost=ctx.cfg.cost_per_model,
+                          solver=ctx.cfg.solver, backoffs=backoffs)
+    comb, cols = (None, {})
+    if sel.models:
+        comb, cols = fit_combiner(sel, bank, y, ctx.sdag, ctx.cards, ctx.cfg.min_node_images, ctx.cfg.use_gates)
+        sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, ctx.cfg.use_gates)
+    covered = [k for k, c in enumerate(sel.classes) if c.models]
+    uncovered = [k for k, c in enumerate(sel.classes) if not c.models]
+    if patch_on:
+        for k in uncovered:
+            sel.classes[k].patched = True
+            sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {ctx.cfg.patch.model}"
+    return Plan(plain, matches, sel, comb, cols, covered, uncovered, time.perf_counter() - t0)
+
+
+def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
+            progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict]:
+    """(N, K) probabilities over the task's classes, and run info (seconds per model)."""
+    k = len(p.names)
+    info: dict = {"model_seconds": {}}
+    p_exp = None
+    if p.combiner is not None and p.covered:
+        loaders = {m: (lambda m=m: ctx.hub.load(m, device=ctx.cfg.device)) for m in p.combiner.models}
+        summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
+        logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, ctx.cfg.batch_size, progress)
+        if not ctx.cfg.use_gates:
+            gates = {m: np.ones(len(images)) for m in gates}
+        info["model_seconds"] = secs
+        probs = p.combiner.predict_proba(logp, gates, p.cols)
+        # the combiner may know only some covered classes (statistics mode keeps all)
+        p_exp = np.zeros((len(images), len(p.covered)))
+        for j, cls in enumerate(p.combiner.classes):
+            p_exp[:, p.covered.index(cls)] = probs[:, j]
+    p_clip = None
+    if p.uncovered and ctx.get_patch() is not None:
+        p_clip = ctx.get_patch().probs(images, p.names)
+    if p_exp is None:
+        p_exp = np.zeros((len(images), len(p.covered)))
+    return fuse(p_exp, p.covered, p_clip, p.uncovered if p_clip is not None else [], k), info
+
+
+def answering_model(p: Plan, k: int) -> str:
+    c = p.selection.classes[k]
+    if c.models:
+        return "+".join(c.models)
+    return "patch" if c.patched else "none"
+
+
+def _open_all(paths: Sequence[str]) -> tuple[list[Image.Image], list[int], dict[str, str]]:
+    images, ok, skipped = [], [], {}
+    for i, p in enumerate(paths):
+        try:
+            images.append(open_image(p))
+            ok.append(i)
+        except ImageError as exc:  # one bad file is reported, not fatal
+            skipped[p] = str(exc)
+    return images, ok, skipped
+
+
+def evaluate_folder(ctx: Context, task_dir: Path, progress=None) -> dict:
+    """`mll eval`: an ImageFolder whose sub-folder names are the class names -> accuracy report."""
+    ds = image_folder(Path(task_dir))
+    p = plan(ctx, list(ds.class_names))
+    images, ok, skipped = _open_all(ds.uris)
+    if not images:
+        raise ValueError(f"{task_dir}: no readable image ({len(skipped)} unreadable)")
+    probs, info = predict(ctx, p, images, progress)
+    y = ds.labels[ok]
+    pred = probs.argmax(1)
+    per_class = {}
+    for k, n in enumerate(p.names):
+        m = y == k
+        per_class[n] = {"n": int(m.sum()), "accuracy": float((pred[m] == k).mean()) if m.any() else None,
+                        "answered_by": answering_model(p, k)}
+    return {
+        "task_dir": str(task_dir), "accuracy": float((pred == y).mean()), "n_images": int(len(y)),
+        "per_class": per_class, "selection": p.selection.by_class(), "uncovered": p.selection.uncovered,
+        "matched": {m.name: m.synset for m in p.matches},
+        "matched_names": {m.name: (ctx.sdag.name(m.synset) if m.synset else None) for m in p.matches},
+        "combiner": p.selection.combiner, "estimated_accuracy": p.selection.estimated_accuracy,
+        "skipped_images": skipped, "plan_seconds": round(p.seconds, 3), "model_seconds": info["model_seconds"],
+        "details": p.selection.to_dict(),
+    }
+
+
+def list_images(folder: Path) -> list[str]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    files = sorted(str(f) for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def solve_folder(ctx: Context, class_names: Sequence[str], images_dir: Path, progress=None) -> tuple[list[dict], Plan]:
+    """`mll solve`: predictions for every image under `images_dir`."""
+    p = plan(ctx, class_names)
+    paths = list_images(images_dir)
+    images, ok, skipped = _open_all(paths)
+    probs, _ = predict(ctx, p, images, progress) if images else (np.zeros((0, len(p.names))), {})
+    rows = []
+    for j, i in enumerate(ok):
+        k = int(probs[j].argmax())
+        rows.append({"path": paths[i], "predicted": p.names[k], "score": round(float(probs[j, k]), 4),
+                     "model": answering_model(p, k)})
+    for path, reason in skipped.items():
+        rows.append({"path": path, "predicted": "", "score": float("nan"), "model": f"skipped: {reason}"})
+    return rows, p
