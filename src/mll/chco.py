@@ -66,8 +66,15 @@ class LabelIndex:
         return set(self.nodes["node"])
 
     def rows(self, node: str) -> pd.DataFrame:
+        """The label rows of every model covering `node` (built from numpy columns: pandas' Arrow
+        string columns make row takes on a million-row index take seconds)."""
+        if getattr(self, "_cols", None) is None or len(next(iter(self._cols.values()), ())) != len(self.nodes):
+            self._cols = {c: (self.nodes[c].to_numpy(dtype=object) if c in ("model", "node") else self.nodes[c].to_numpy())
+                          for c in self.nodes.columns}
         idx = self._by_node.get(node)
-        return self.nodes.iloc[idx] if idx is not None else self.nodes.iloc[0:0]
+        if idx is None:
+            idx = np.empty(0, dtype=int)
+        return pd.DataFrame({c: a[idx] for c, a in self._cols.items()}, index=np.arange(len(idx)))
 
     def label(self, model: str):
         if model not in self._labels:
@@ -153,8 +160,12 @@ class ScoreBank:
 
     def _row_index(self, model: str) -> np.ndarray:
         if model not in self._rows:
-            pos = {u: i for i, u in enumerate(self.index.label(model).uris)}
-            self._rows[model] = np.asarray([pos[u] for u in self.uris], dtype=int)
+            # labels measured on the same probe set share one row map
+            key = self.index.summaries.get(model, {}).get("probe_hash") or model
+            if key not in self._rows:
+                pos = {u: i for i, u in enumerate(self.index.label(model).uris)}
+                self._rows[key] = np.asarray([pos[u] for u in self.uris], dtype=int)
+            self._rows[model] = self._rows[key]
         return self._rows[model]
 
     def logp(self, model: str) -> np.ndarray:

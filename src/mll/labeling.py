@@ -461,6 +461,7 @@ def label_model(expert_loader: Callable[[], Expert], card: ExpertCard, probe: Pr
                               float(declared) if declared is not None else None)
         if validate is not None:
             validate(label.nodes, sdag)
+        label.summary["probe_hash"] = probe.hash
         label.summary["forward_seconds"] = round(fwd, 3)
         label.summary["load_seconds"] = round(load, 3)
         label.summary["label_seconds"] = round(time.perf_counter() - t0, 3)
