@@ -196,8 +196,25 @@ def test_cli_eval_solve_match(ctx, tiny_world, tmp_path, capsys):
     rep = json.loads(out.read_text())
     assert {"accuracy", "per_class", "n_images", "selection", "uncovered", "matched"} <= set(rep)
     assert rep["accuracy"] > 0.7 and rep["matched"]["four"] == "n13744304" and len(rep["skipped_images"]) == 1
-    assert main(["solve", "--classes", "one,four", "--images", str(task), "--out", str(tmp_path / "p.csv"),
-                 "--no-track", *common]) == 0
+    import mlflow
+
+    os_env = __import__("os").environ
+    old_uri = os_env.get("MLFLOW_TRACKING_URI")
+    os_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:  # eval and solve each log an MLflow run with the selection as an artifact
+        assert main(["eval", "--task-dir", str(task), *common]) == 0
+        assert main(["solve", "--classes", "one,four", "--images", str(task), "--out", str(tmp_path / "p.csv"),
+                     *common]) == 0
+        mlflow.set_tracking_uri(os_env["MLFLOW_TRACKING_URI"])
+        runs = mlflow.search_runs(experiment_names=["eval", "solve"])
+        assert len(runs) == 2 and runs["metrics.accuracy"].dropna().iloc[0] > 0.7
+        arts = mlflow.artifacts.list_artifacts(run_id=runs.iloc[0]["run_id"])
+        assert "selection.json" in {a.path for a in arts}
+    finally:
+        if old_uri is None:
+            os_env.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os_env["MLFLOW_TRACKING_URI"] = old_uri
     preds = pd.read_csv(tmp_path / "p.csv")
     assert list(preds.columns) == ["path", "predicted", "score", "model"] and len(preds) == len(rows) + 1
     assert main(["match", "one", "four", "--json", str(tmp_path / "m.json"), *common]) == 0
