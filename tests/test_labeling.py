@@ -52,7 +52,7 @@ def test_label_layers_and_what_they_reveal(tiny_world, tmp_path, small_sdag):
     g = gate_score(s["gate"], lab.logp.astype(np.float32), lab.lse)
     own = probe["class_name"].isin(["0", "1", "2"]).to_numpy() & (probe["dataset"] == "digits").to_numpy()
     other = (probe["dataset"] == "fashion_mnist").to_numpy()
-    assert _auroc(g[own | other], own[own | other]) > 0.65  # chance is 0.5; the real hub reaches 0.8-0.96
+    assert _auroc(g[own | other], own[own | other]) > 0.65  # chance is 0.5; the demo hub reaches 0.78-0.94
     assert s["in_domain_images"] == 36 and sum(s["store_bytes"].values()) > 0
     assert json.loads((tmp_path / "s.json").read_text())["labeled"] == 2
 

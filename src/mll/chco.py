@@ -248,8 +248,7 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
 
     models = sorted({m for opts in p.options for o in opts for m in o})
     mi = {m: i for i, m in enumerate(models)}
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = _silent_highs(highspy)
     h.setOptionValue("time_limit", float(time_limit))
     k = len(p.options)
     var = []  # (class, option) -> column
@@ -281,6 +280,25 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
         if x[j] > 0.5:
             choice[c] = o
     return choice, "highs"
+
+
+def _silent_highs(highspy):
+    """A HiGHS instance without its banner (printed at construction, straight to file descriptor 1)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    return h
 
 
 def solve_heuristic(p: Problem, rounds: int = 3) -> tuple[list[int], str]:

@@ -127,7 +127,7 @@ class Matcher:
     """Matches class names against an SDAG, aware of what the hub covers."""
 
     def __init__(self, sdag: SDAG, covered: Iterable[str] = (), embed_pool: Iterable[str] = (),
-                 cache_dir: Path | None = None, use_embeddings: bool = True):
+                 cache_dir: Path | None = None, use_embeddings: bool = True, node_data: Iterable[str] = ()):
         self.sdag = sdag
         self.covered = {c for c in covered if c in sdag}
         # a node "is covered" when a head synset lies in its subtree or above it
@@ -136,6 +136,12 @@ class Matcher:
             self._covered_closure.add(c)
             self._covered_closure |= sdag.ancestors(c)
         self.embed_pool = sorted({n for n in embed_pool if n in sdag} | self._covered_closure)
+        # nodes with probe images in their subtree: where the hub's labels were actually measured
+        self._with_data: set[str] = set()
+        for n in set(node_data):
+            if n in sdag:
+                self._with_data.add(n)
+                self._with_data |= sdag.ancestors(n)
         self.cache_dir = cache_dir
         self.use_embeddings = use_embeddings
         self._emb = None
@@ -279,6 +285,8 @@ class Matcher:
         for c, f in zip(cands, freq):
             ctx = float(np.mean([self._similarity(c, u, anc) for u in others])) if others else 0.0
             cov = 1.0 if self.is_covered(c) else 0.0
+            if self._with_data:  # covered *and* measured on node data counts fully
+                cov = 0.5 * cov + 0.5 * (1.0 if c in self._with_data else 0.0)
             score = 1.0 if via == "override" else W_FREQ * f + W_CTX * ctx + W_COV * cov
             if via == "head-word":
                 score *= 0.8  # a compound's head is a more general concept than the name

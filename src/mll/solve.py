@@ -66,7 +66,7 @@ class Context:
         pool = set()
         for m in index.models[:1]:
             pool |= set(index.label(m).synsets)
-        matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir)
+        matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool)
         return cls(sdag, hub, index, cards, matcher, cfg, label_cfg)
 
     def get_patch(self):
