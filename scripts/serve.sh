@@ -7,12 +7,13 @@
 # MLL_BIND_HOST (e.g. 0.0.0.0) and put it behind your own authentication; the default is loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=.serve
+RUN="${MLL_SERVE_DIR:-.serve}"
 HOST="${MLL_BIND_HOST:-127.0.0.1}"
 PPORT="${MLL_PREFECT_PORT:-4200}"
 MPORT="${MLL_MLFLOW_PORT:-5000}"
 export PREFECT_API_URL="http://127.0.0.1:$PPORT/api"
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false   # no orphan huey consumers
+export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}"   # the worker's flows log here
 mkdir -p "$RUN"
 
 wait_http() {  # url, seconds, name
@@ -55,7 +56,7 @@ case "${1:-start}" in
     prefect work-pool inspect mll-local >/dev/null 2>&1 || prefect work-pool create mll-local --type process >/dev/null
     prefect --no-prompt deploy --all >"$RUN/deploy.log" 2>&1 || { cat "$RUN/deploy.log" >&2; exit 1; }
     start_bg worker prefect worker start --pool mll-local
-    start_bg mlflow mlflow ui --backend-store-uri "sqlite:///$PWD/mlflow.db" --host "$HOST" --port "$MPORT" --workers 1
+    start_bg mlflow mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI" --host "$HOST" --port "$MPORT" --workers 1
     wait_http "http://127.0.0.1:$MPORT/health" 120 "MLflow UI"
     echo "Prefect UI  http://127.0.0.1:$PPORT   (deployments: label-hub/label-hub, build-sdag/build-sdag)"
     echo "MLflow UI   http://127.0.0.1:$MPORT"

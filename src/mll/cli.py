@@ -210,12 +210,34 @@ def _cmd_hub_remove(a: argparse.Namespace) -> int:
 
 
 # --- label --------------------------------------------------------------------------------------
+def _check_labels(a: argparse.Namespace) -> int:
+    """Validate every stored label of the hub with great_expectations; fail if one is missing or bad."""
+    import pandas as pd
+
+    from mll.hub import Hub
+    from mll.labeling import read_summary
+    from mll.sdag import SDAG
+    from mll.validation import check_label_table
+
+    sdag = SDAG.load(Path(a.sdag))
+    names = a.models or Hub(Path(a.hub)).names()
+    missing = [n for n in names if read_summary(Path(a.labels), n) is None]
+    if missing:
+        raise UserError(f"no label for {', '.join(missing)}; run `mll label`")
+    for n in names:
+        check_label_table(pd.read_parquet(Path(a.labels) / n / "nodes.parquet"), sdag.__contains__, n)
+    print(f"{len(names)} labels pass the great_expectations suite")
+    return 0
+
+
 def _cmd_label(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from mll.config import LabelParams, load_section
     from mll.pipeline import label_stage
 
+    if a.check:
+        return _check_labels(a)
     params = load_section("label", LabelParams, a.params) if Path(a.params).is_file() else LabelParams()
     over = {k: v for k, v in dict(device=a.device, batch_size=a.batch_size).items() if v is not None}
     if a.no_track:
@@ -424,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--device", help="auto | cpu | cuda[:N] (default from params.yaml)")
     lb.add_argument("--batch-size", type=int)
     lb.add_argument("--no-track", action="store_true", help="do not log MLflow runs")
+    lb.add_argument("--check", action="store_true", help="only validate the stored labels (great_expectations)")
     lb.add_argument("--hub", default="models")
     lb.add_argument("--probe", default="data/splits/probe.parquet")
     lb.add_argument("--sdag", default="data/sdag")

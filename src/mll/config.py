@@ -45,6 +45,7 @@ class SdagParams:
 class LabelParams:
     device: str = "auto"  # auto picks CUDA when present
     batch_size: int = 64
+    gpu_batch_size: int = 256  # used instead of batch_size when the device resolves to CUDA
     amp: bool = True  # float16 autocast on CUDA
     concurrency: int = 1  # models labeled at once (threads, or Dask workers)
     task_runner: str = "thread"  # thread | dask

@@ -133,7 +133,10 @@ def label_one(name: str, params, *, hub_root: Path, probe_path: Path, sdag_path:
     card = hub.card(name)
     with _label_ctx_lock:
         probe, sdag = _label_context(str(probe_path), str(sdag_path))
-    cfg = LabelConfig(batch_size=params.batch_size, device=params.device, amp=params.amp,
+    from mll.experts import select_device
+
+    on_gpu = select_device(params.device).type == "cuda"
+    cfg = LabelConfig(batch_size=params.gpu_batch_size if on_gpu else params.batch_size, device=params.device, amp=params.amp,
                       full_max_classes=params.full_max_classes, top_k=params.top_k)
     with tqdm(total=len(probe), desc=f"label {name}", unit="img", disable=not show_progress, leave=False) as bar:
         result = label_model(lambda: hub.load(name, device=params.device, amp=params.amp), card, probe, sdag,
