@@ -179,15 +179,19 @@ def test_uncovered_class_with_a_tiny_open_clip_patch(ctx, tiny_world, tmp_path):
     assert probs.shape == (5, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5) and (probs[:, 2] > 0).all()
 
 
+def task_folder(test: pd.DataFrame, folders: dict[str, str], root):
+    """An ImageFolder of the test images of `folders` (class name -> folder name as a user types it)."""
+    rows = test[test["class_name"].isin(list(folders))]
+    for i, (u, c) in enumerate(zip(rows["uri"], rows["class_name"])):
+        (root / folders[c]).mkdir(parents=True, exist_ok=True)
+        open_image(u).save(root / folders[c] / f"{i}.png")
+    return root, rows
+
+
 def test_cli_eval_solve_match(ctx, tiny_world, tmp_path, capsys):
     from mll.cli import main
 
-    task = tmp_path / "task"
-    rows = tiny_world["test"]
-    rows = rows[rows["class_name"].isin(["1", "4"])]
-    for i, (u, c) in enumerate(zip(rows["uri"], rows["class_name"])):
-        (task / {"1": "one", "4": "four"}[c]).mkdir(parents=True, exist_ok=True)
-        open_image(u).save(task / {"1": "one", "4": "four"}[c] / f"{i}.png")
+    task, rows = task_folder(tiny_world["test"], {"1": "one", "4": "four"}, tmp_path / "task")
     (task / "one" / "broken.png").write_bytes(b"not an image")
     common = ["--hub", str(tiny_world["hub"].root), "--labels", str(ctx.index.root), "--sdag", str(tiny_world["sdag"]),
               "--params", str(tmp_path / "none.yaml")]
@@ -237,12 +241,7 @@ def test_cli_eval_solve_match(ctx, tiny_world, tmp_path, capsys):
 def test_solve_task_flow(prefect_server, ctx, tiny_world, tmp_path):
     from flows.solve_task import solve_task_flow
 
-    task = tmp_path / "t"
-    rows = tiny_world["test"]
-    rows = rows[rows["class_name"].isin(["0", "5"])]
-    for i, (u, c) in enumerate(zip(rows["uri"], rows["class_name"])):
-        (task / {"0": "zero", "5": "five"}[c]).mkdir(parents=True, exist_ok=True)
-        open_image(u).save(task / {"0": "zero", "5": "five"}[c] / f"{i}.png")
+    task, _ = task_folder(tiny_world["test"], {"0": "zero", "5": "five"}, tmp_path / "t")
     params = tmp_path / "params.yaml"
     params.write_text("solve:\n  device: cpu\n")
     out = solve_task_flow([str(task)], str(params), str(tiny_world["hub"].root), str(ctx.index.root),
