@@ -113,6 +113,10 @@ def _singulars(v: str) -> list[str]:
     return ["_".join(words[:-1] + [c]) for c in cands]
 
 
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-/]+", " ", name.strip().lower())
+
+
 def parse_override(text: str) -> tuple[str, str] | None:
     """`name=synset` -> (name, synset); None when `text` has no override."""
     name, sep, syn = text.rpartition("=")
@@ -127,7 +131,8 @@ class Matcher:
     """Matches class names against an SDAG, aware of what the hub covers."""
 
     def __init__(self, sdag: SDAG, covered: Iterable[str] = (), embed_pool: Iterable[str] = (),
-                 cache_dir: Path | None = None, use_embeddings: bool = True, node_data: Iterable[str] = ()):
+                 cache_dir: Path | None = None, use_embeddings: bool = True, node_data: Iterable[str] = (),
+                 head_names: dict[str, set[str]] | None = None):
         self.sdag = sdag
         self.covered = {c for c in covered if c in sdag}
         # a node "is covered" when a head synset lies in its subtree or above it
@@ -136,6 +141,8 @@ class Matcher:
             self._covered_closure.add(c)
             self._covered_closure |= sdag.ancestors(c)
         self.embed_pool = sorted({n for n in embed_pool if n in sdag} | self._covered_closure)
+        # the hub's own class names ("Bag" of a Fashion-MNIST expert is the handbag): exact-name hits
+        self.head_names = {_key(k): {s for s in v if s in sdag} for k, v in (head_names or {}).items()}
         # nodes with probe images in their subtree: where the hub's labels were actually measured
         self._with_data: set[str] = set()
         for n in set(node_data):
@@ -238,7 +245,9 @@ class Matcher:
             if n in overrides:
                 raw_cands[n] = ([self._resolve_override(n, overrides[n])], "override", n)
             else:
-                raw_cands[n] = self._lemma_candidates(normalise(n))
+                cands, via, lemma = self._lemma_candidates(normalise(n))
+                extra = [h for h in sorted(self.head_names.get(_key(n), ())) if h not in cands]
+                raw_cands[n] = (cands + extra, via or "hub-name", lemma or n)
         anc: dict[str, set[str]] = {}
         # context = each other class's current best sense; two rounds let senses settle together
         best = {n: (raw_cands[n][0][0] if raw_cands[n][0] else None) for n in plain}
@@ -285,6 +294,8 @@ class Matcher:
         for c, f in zip(cands, freq):
             ctx = float(np.mean([self._similarity(c, u, anc) for u in others])) if others else 0.0
             cov = 1.0 if self.is_covered(c) else 0.0
+            if c in self.head_names.get(_key(n), ()):
+                cov += 1.0  # a hub head class has exactly this name and synset
             if self._with_data:  # covered *and* measured on node data counts fully
                 cov = 0.5 * cov + 0.5 * (1.0 if c in self._with_data else 0.0)
             score = 1.0 if via == "override" else W_FREQ * f + W_CTX * ctx + W_COV * cov

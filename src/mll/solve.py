@@ -35,6 +35,7 @@ class SolveConfig:
     use_gates: bool = True  # False = the ablation without gates/calibration
     max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
     batch_size: int = 64
+    gpu_batch_size: int = 256  # used instead of batch_size on CUDA
     device: str = "auto"
     patch: PatchConfig = field(default_factory=PatchConfig)
 
@@ -66,7 +67,12 @@ class Context:
         pool = set()
         for m in index.models[:1]:
             pool |= set(index.label(m).synsets)
-        matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool)
+        head_names: dict[str, set[str]] = {}
+        for c in cards.values():
+            for h in c.head:
+                head_names.setdefault(h.name, set()).add(h.synset)
+        matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool,
+                          head_names=head_names)
         return cls(sdag, hub, index, cards, matcher, cfg, label_cfg)
 
     def get_patch(self):
@@ -134,7 +140,10 @@ def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
     if p.combiner is not None and p.covered:
         loaders = {m: (lambda m=m: ctx.hub.load(m, device=ctx.cfg.device)) for m in p.combiner.models}
         summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
-        logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, ctx.cfg.batch_size, progress)
+        from mll.experts import select_device
+
+        bs = ctx.cfg.gpu_batch_size if select_device(ctx.cfg.device).type == "cuda" else ctx.cfg.batch_size
+        logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, bs, progress)
         if not ctx.cfg.use_gates:
             gates = {m: np.ones(len(images)) for m in gates}
         info["model_seconds"] = secs
