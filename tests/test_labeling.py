@@ -183,3 +183,21 @@ def test_cli_label_and_hub_show(tiny_world, tmp_path, capsys, monkeypatch):
     assert "gate AUROC" in out and "best concepts:" in out and "worst concepts:" in out
     assert main(["label", "nosuchmodel", *args]) == 2
     assert "no model 'nosuchmodel'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_label_runs_at_once_leave_valid_labels(tiny_world, tmp_path, small_sdag):
+    """Two processes label the same hub into the same folder: the per-model lock serialises writes."""
+    labels = tmp_path / "labels"
+    cmd = [sys.executable, "-m", "mll.cli", "label", "--force", "--no-track", "--hub", str(tiny_world["hub"].root),
+           "--probe", str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels),
+           "--summary", ""]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-1000:]
+    for m in ("low", "high"):
+        lab = read_label(labels, m)
+        check_label_table(lab.nodes, small_sdag.__contains__, m)
+        assert lab.logp.shape[1] == 3
+    assert not [p for p in labels.iterdir() if p.is_dir() and p.name.startswith(".")]

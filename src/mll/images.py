@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +98,15 @@ def open_image(uri: str) -> Image.Image:
         return Image.fromarray(arr[idx])
     p = resolve_path(path)
     try:
-        with Image.open(p) as im:
-            im.load()
-            return _normalise_mode(im)
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                return _normalise_mode(im)
     except FileNotFoundError:
         raise ImageError(f"{p}: file not found") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{p}: refused, too many pixels ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{p}: unreadable image ({exc})") from None

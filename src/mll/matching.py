@@ -27,6 +27,8 @@ DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 # weights of the sense score: WordNet frequency, coherence with the other classes, hub coverage
 W_FREQ, W_CTX, W_COV = 0.25, 0.60, 0.15  # tuned on 10 multi-sense cases (tests/test_matching.py)
 EMBED_MIN_SIM = 0.45  # below this cosine similarity an embedding match is not trusted
+MAX_NAME = 200  # characters in one class name
+MAX_CLASSES = 5000  # class names in one task
 
 
 class MatchError(ValueError):
@@ -236,6 +238,13 @@ class Matcher:
         empty = [i for i, n in enumerate(plain) if not n]
         if empty:
             raise MatchError(f"class name #{empty[0] + 1} is empty")
+        for n in plain:
+            if len(n) > MAX_NAME:
+                raise MatchError(f"class name {n[:40]!r}... is {len(n)} characters long; at most {MAX_NAME}")
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in n):
+                raise MatchError(f"class name {n!r} holds control characters")
+        if len(plain) > MAX_CLASSES:
+            raise MatchError(f"{len(plain)} class names; a task takes at most {MAX_CLASSES}")
         dup = sorted({n for n in plain if plain.count(n) > 1})
         if dup:
             raise MatchError(f"duplicate class name(s): {', '.join(dup)}")
