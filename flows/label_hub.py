@@ -29,9 +29,16 @@ def label_model_task(name: str, params: LabelParams, paths: dict, force: bool):
 
 
 @flow(name="label-models")
-def _label_models(names: list[str], params: LabelParams, paths: dict, force: bool) -> list:
+def _label_models(names: list[str], params: LabelParams, paths: dict, force: bool) -> tuple[list, dict]:
     futures = label_model_task.map(names, params=unmapped(params), paths=unmapped(paths), force=unmapped(force))
-    return [f.result() for f in futures]
+    results, failed = [], {}
+    for name, f in zip(names, futures):  # one bad model must not stop the others
+        f.wait()
+        if f.state.is_completed():
+            results.append(f.result())
+        else:
+            failed[name] = " ".join(str(f.state.message or f.state.name).split())[:300]
+    return results, failed
 
 
 def _runner(params: LabelParams):
@@ -60,11 +67,11 @@ def label_hub_flow(models: list[str] | None = None, force: bool = False, params_
     params = replace(params, **overrides)
     names = models or Hub(hub).names()
     paths = {"hub_root": hub, "probe_path": probe, "sdag_path": sdag, "labels_root": labels}
-    results = _label_models.with_options(task_runner=_runner(params))(names, params, paths, force)
-    report = finish_label_stage(results, hub, labels, summary if not models else None, log=get_run_logger().info)
-    failed = [n for n in names if n not in report["per_model"]]
-    if failed:
-        raise RuntimeError(f"models failed to label: {', '.join(failed)}")
+    results, failed = _label_models.with_options(task_runner=_runner(params))(names, params, paths, force)
+    report = finish_label_stage(results, hub, labels, summary if not models else None, log=get_run_logger().info,
+                                failed=failed)
+    if failed:  # fail loudly, after every other model is labeled and the report is written
+        raise RuntimeError(f"models failed to label: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
     return report
 
 

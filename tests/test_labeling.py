@@ -201,3 +201,52 @@ def test_two_label_runs_at_once_leave_valid_labels(tiny_world, tmp_path, small_s
         check_label_table(lab.nodes, small_sdag.__contains__, m)
         assert lab.logp.shape[1] == 3
     assert not [p for p in labels.iterdir() if p.is_dir() and p.name.startswith(".")]
+
+
+def _hub_copy(tiny_world, dest):
+    import shutil
+
+    shutil.copytree(tiny_world["hub"].root, dest)
+    return dest
+
+
+def test_a_corrupt_model_fails_alone(tiny_world, tmp_path):
+    """A bit-flipped weight file: that model is refused by name, the rest of the hub is labeled."""
+    from mll.pipeline import LabelingFailed
+
+    hub = _hub_copy(tiny_world, tmp_path / "hub")
+    w = hub / "high" / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-5] ^= 0x55
+    w.write_bytes(bytes(data))
+    paths = {"hub_root": hub, "probe_path": tiny_world["probe"], "sdag_path": tiny_world["sdag"],
+             "labels_root": tmp_path / "labels"}
+    with pytest.raises(LabelingFailed) as e:
+        label_stage(NO_TRACK, **paths, summary_path=tmp_path / "s.json", log=lambda *_: None)
+    assert list(e.value.failed) == ["high"] and "weights.safetensors" in e.value.failed["high"]
+    assert read_summary(tmp_path / "labels", "low") is not None
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["labeled"] == 1 and list(report["failed"]) == ["high"]
+
+
+@pytest.mark.slow
+def test_disk_full_while_writing_keeps_the_previous_label(tiny_world, tmp_path):
+    """RLIMIT_FSIZE makes every write past 2 KiB fail with EFBIG, as a full disk would."""
+    import resource
+
+    labels = tmp_path / "labels"
+    cmd = [sys.executable, "-m", "mll.cli", "label", "--no-track", "--hub", str(tiny_world["hub"].root), "--probe",
+           str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels), "--summary", ""]
+    assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+    before = read_label(labels, "low").summary["key"]
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    r = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("mll: error:") and "cannot write the label" in err and "previous label is untouched" in err
+    assert read_label(labels, "low").summary["key"] == before  # still there, still whole
+    assert not [p for p in labels.iterdir() if p.name.startswith(".") and p.is_dir()]

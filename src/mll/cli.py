@@ -21,7 +21,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mll.validation import ValidationError
     from mll.wordnet import WordNetMissingError
 
-    return (UserError, CardError, MatchError, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
+    from mll.pipeline import LabelingFailed
+
+    return (UserError, CardError, MatchError, LabelingFailed, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
             ValidationError, WordNetMissingError, IsADirectoryError, NotADirectoryError)
 
 

@@ -346,7 +346,21 @@ def _clean(obj):
 
 
 def write_label(label: Label, root: Path) -> Path:
-    """Write `root/<model>/` atomically: build in a temp folder, then swap it in."""
+    """Write `root/<model>/` atomically: build in a temp folder, then swap it in.
+
+    A failed write (disk full, read-only folder) leaves the previous label in place and raises an
+    OSError that says so.
+    """
+    try:
+        return _write_label(label, Path(root))
+    except OSError as exc:
+        for junk in Path(root).glob(f".{label.model}.tmp-{os.getpid()}"):
+            shutil.rmtree(junk, ignore_errors=True)
+        raise OSError(exc.errno, f"cannot write the label of {label.model} into {root} ({exc.strerror or exc}); "
+                                 "the previous label is untouched; free disk space or make the folder writable") from None
+
+
+def _write_label(label: Label, root: Path) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / label.model

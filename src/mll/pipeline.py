@@ -179,7 +179,8 @@ def _log_label_run(card, result, labels_root: Path) -> None:
         t.log_artifact(folder / "summary.json", "label")
 
 
-def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary_path: Path | None, log=print) -> dict:
+def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary_path: Path | None, log=print,
+                       failed: dict[str, str] | None = None) -> dict:
     """Drop labels of models no longer in the hub; write the hub-level labeling report."""
     import json
     import shutil
@@ -198,7 +199,8 @@ def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary
     fwd = sum(r.forward_seconds for r in labeled)
     tot = sum(r.seconds for r in labeled)
     report = {
-        "models": len(results), "labeled": len(labeled), "skipped": len(results) - len(labeled), "pruned": pruned,
+        "models": len(results) + len(failed or {}), "labeled": len(labeled), "skipped": len(results) - len(labeled),
+        "failed": dict(failed or {}), "pruned": pruned,
         "label_seconds": round(tot, 2), "forward_seconds": round(fwd, 2),
         "overhead_ratio": round(tot / fwd, 3) if fwd else None,
         "per_model": {r.model: {"status": r.status, "seconds": round(r.seconds, 2),
@@ -220,9 +222,28 @@ def label_stage(params, *, hub_root: Path, probe_path: Path, sdag_path: Path, la
 
     from mll.hub import Hub
 
+    from mll.cards import CardError
+
     names = models or Hub(Path(hub_root)).names()
-    results = []
+    results, failed = [], {}
     for name in tqdm(names, desc="label hub", unit="model"):
-        results.append(label_one(name, params, hub_root=hub_root, probe_path=probe_path, sdag_path=sdag_path,
-                                 labels_root=labels_root, force=force, log=log))
-    return finish_label_stage(results, hub_root, labels_root, summary_path if not models else None, log=log)
+        try:
+            results.append(label_one(name, params, hub_root=hub_root, probe_path=probe_path, sdag_path=sdag_path,
+                                     labels_root=labels_root, force=force, log=log))
+        except (CardError, ValueError, OSError, RuntimeError) as exc:  # one bad model must not stop the hub
+            failed[name] = " ".join(str(exc).split())
+            log(f"{name}: FAILED: {failed[name]}")
+    report = finish_label_stage(results, hub_root, labels_root, summary_path if not models else None, log=log,
+                                failed=failed)
+    if failed:
+        raise LabelingFailed(failed)
+    return report
+
+
+class LabelingFailed(RuntimeError):
+    """Some models could not be labeled; every other model was."""
+
+    def __init__(self, failed: dict[str, str]):
+        self.failed = failed
+        super().__init__(f"{len(failed)} model(s) failed to label, the rest are labeled: "
+                         + "; ".join(f"{k}: {v}" for k, v in failed.items()))
