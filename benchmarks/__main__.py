@@ -1,4 +1,4 @@
-"""`python -m benchmarks [selection labeling ...]`: run the named benchmarks (default: all)."""
+"""`python -m benchmarks [selection scale labeling ...]`: run the named benchmarks (default: all)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from mll.env import apply_offline_defaults
 
 apply_offline_defaults()
 
-from benchmarks import labeling, selection  # noqa: E402
+from benchmarks import labeling, scale, selection  # noqa: E402
 
-BENCHES = {"selection": selection.run, "labeling": labeling.run}
+BENCHES = {"selection": selection.run, "scale": scale.run, "labeling": labeling.run}
 
 
 def main(argv: list[str]) -> int:
