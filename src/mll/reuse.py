@@ -70,9 +70,9 @@ def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, car
     counts = {k: int((y == k).sum()) for k in classes}
     if not classes or min(counts.values(), default=0) < min_node_images or len(classes) < 2:
         kind = "statistics"
+    if not use_gates:  # the ablation: plain subtree probabilities, gates replaced by ones at prediction
+        kind = "statistics"
     comb = Combiner(kind, pairs, models, classes)
-    if not use_gates:
-        comb.kind = "statistics"
     if comb.kind == "stacking":
         from sklearn.linear_model import LogisticRegression
 
@@ -84,8 +84,6 @@ def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, car
         comb.clf.fit(X, y[mask])
         comb.classes = [int(c) for c in comb.clf.classes_]
     sel.combiner = comb.kind if use_gates else "statistics-ungated"
-    if not use_gates:
-        comb.gates_off = True
     return comb, cols
 
 
