@@ -10,7 +10,6 @@ from mll.images import ImageError, open_image, split_uri, uri_exists
 from mll.paths import data_dir
 from mll.wordnet import synset_from_wnid
 
-from conftest import write_png
 
 
 @pytest.mark.parametrize("name,n,classes", [("fashion_mnist", 70000, 10), ("mnist", 5000, 10), ("digits", 1797, 10)])

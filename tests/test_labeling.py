@@ -13,13 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll.config import LabelParams, SplitSizes
-from mll.datasets import load_dataset
-from mll.hub import Hub
+from mll.config import LabelParams
 from mll.labeling import LabelConfig, ProbeSet, compute_label, label_key, read_label, read_summary
 from mll.pipeline import label_stage
-from mll.splits import split_dataset
-from mll.training import ExpertSpec, train_expert
 from mll.validation import ValidationError, check_label_table
 
 NO_TRACK = LabelParams(track=False)
