@@ -37,6 +37,11 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def batch_size_for(device: str, cpu: int, gpu: int) -> int:
+    """The batch size for `device`: larger on CUDA, where memory and throughput allow it."""
+    return gpu if select_device(device).type == "cuda" else cpu
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file, or from a torch file loaded with weights_only=True."""
     path = Path(path)

@@ -125,6 +125,7 @@ def label_one(name: str, params, *, hub_root: Path, probe_path: Path, sdag_path:
     """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow."""
     from tqdm import tqdm
 
+    from mll.experts import batch_size_for
     from mll.hub import Hub
     from mll.labeling import LabelConfig, label_model
     from mll.validation import check_label_table
@@ -133,11 +134,9 @@ def label_one(name: str, params, *, hub_root: Path, probe_path: Path, sdag_path:
     card = hub.card(name)
     with _label_ctx_lock:
         probe, sdag = _label_context(str(probe_path), str(sdag_path))
-    from mll.experts import select_device
-
-    on_gpu = select_device(params.device).type == "cuda"
-    cfg = LabelConfig(batch_size=params.gpu_batch_size if on_gpu else params.batch_size, device=params.device, amp=params.amp,
-                      full_max_classes=params.full_max_classes, top_k=params.top_k)
+    cfg = LabelConfig(batch_size=batch_size_for(params.device, params.batch_size, params.gpu_batch_size),
+                      device=params.device, amp=params.amp, full_max_classes=params.full_max_classes,
+                      top_k=params.top_k)
     with tqdm(total=len(probe), desc=f"label {name}", unit="img", disable=not show_progress, leave=False) as bar:
         result = label_model(lambda: hub.load(name, device=params.device, amp=params.amp), card, probe, sdag,
                              Path(labels_root), cfg, force=force,

@@ -140,9 +140,9 @@ def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
     if p.combiner is not None and p.covered:
         loaders = {m: (lambda m=m: ctx.hub.load(m, device=ctx.cfg.device)) for m in p.combiner.models}
         summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
-        from mll.experts import select_device
+        from mll.experts import batch_size_for
 
-        bs = ctx.cfg.gpu_batch_size if select_device(ctx.cfg.device).type == "cuda" else ctx.cfg.batch_size
+        bs = batch_size_for(ctx.cfg.device, ctx.cfg.batch_size, ctx.cfg.gpu_batch_size)
         logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, bs, progress)
         if not ctx.cfg.use_gates:
             gates = {m: np.ones(len(images)) for m in gates}
