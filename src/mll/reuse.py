@@ -119,7 +119,8 @@ def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Ex
                progress: Callable[[int], None] | None = None) -> tuple[dict, dict, dict]:
     """Run each model once over `images`; returns (log-probs, gates, seconds) per model.
 
-    Images are preprocessed once per distinct input config and shared by the models that use it.
+    Preprocessed images are shared by consecutive models with the same input config (only one
+    variant is kept in memory), so callers pass the models grouped by input config.
     """
     logp, gates, seconds, tensors = {}, {}, {}, {}
     for name, load in loaders.items():

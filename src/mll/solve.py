@@ -138,7 +138,9 @@ def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
     info: dict = {"model_seconds": {}}
     p_exp = None
     if p.combiner is not None and p.covered:
-        loaders = {m: (lambda m=m: ctx.hub.load(m, device=ctx.cfg.device)) for m in p.combiner.models}
+        # grouped by input config, so each preprocessing variant is computed once
+        order = sorted(p.combiner.models, key=lambda m: (repr(ctx.cards[m].input), m))
+        loaders = {m: (lambda m=m: ctx.hub.load(m, device=ctx.cfg.device)) for m in order}
         summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
         from mll.experts import batch_size_for
 
