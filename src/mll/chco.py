@@ -62,6 +62,20 @@ class LabelIndex:
     def models(self) -> list[str]:
         return sorted(self.summaries)
 
+    def subset(self, models: list[str]) -> "LabelIndex":
+        """The index restricted to `models` (a sub-hub), sharing the loaded labels: nothing is re-read."""
+        keep = set(models)
+        unknown = keep - set(self.summaries)
+        if unknown:
+            raise KeyError(f"not labeled: {sorted(unknown)}; run `mll label` first")
+        sub = LabelIndex.__new__(LabelIndex)
+        sub.root = self.root
+        sub.summaries = {m: s for m, s in self.summaries.items() if m in keep}
+        sub.nodes = self.nodes[self.nodes["model"].isin(keep)].reset_index(drop=True)
+        sub._by_node = sub.nodes.groupby("node").indices if len(sub.nodes) else {}
+        sub._labels = self._labels
+        return sub
+
     def covered_nodes(self) -> set[str]:
         return set(self.nodes["node"])
 
@@ -349,11 +363,13 @@ def solve_heuristic(p: Problem, rounds: int = 3) -> tuple[list[int], str]:
 
 def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | None], hub_cards: dict,
            prune: int = 3, max_heads: int = 2, cost: float = 0.01, solver: str = "auto",
-           backoffs: dict[str, str] | None = None) -> tuple[Selection, ScoreBank, np.ndarray]:
+           backoffs: dict[str, str] | None = None, fixed: list[list[str]] | None = None,
+           ) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
-    Returns the selection, the score bank on the node data and the node-data labels, which reuse
-    fits its combiner on.
+    `fixed` skips the optimisation: class k is answered by the models in fixed[k] whose heads cover
+    its node (the baselines use it). Returns the selection, the score bank on the node data and the
+    node-data labels, which reuse fits its combiner on.
     """
     t0 = time.perf_counter()
     backoffs = backoffs or {}
@@ -371,11 +387,18 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
         # a head class strictly above the target cannot tell it from its siblings: it does not cover it
         stat = (rows["gated_recall"].fillna(rows["soft_recall"]).fillna(0.0)
                 - rows["gated_false_alarm"].fillna(rows["false_alarm"]).fillna(0.0))
-        rows = rows.assign(prune_score=stat).sort_values("prune_score", ascending=False).head(prune)
+        rows = rows.assign(prune_score=stat).sort_values("prune_score", ascending=False)
+        if fixed is not None:
+            rows = rows[rows["model"].isin(fixed[k])]
+        else:
+            rows = rows.head(prune)
         cands = list(rows["model"])
         cand_info.append(rows[["model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support",
                                "measured"]].to_dict("records"))
-        opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
+        if fixed is not None:
+            opts = [tuple(sorted(cands))] if cands else []
+        else:
+            opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
         pos, neg = y == k, (y != k) & (y >= 0)
         acc = []
         for o in opts:
@@ -388,7 +411,10 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
         accs.append(acc)
     problem = Problem(options, accs, cost)
     use = solver if solver != "auto" else ("exact" if sum(len(o) for o in options) <= 3000 else "heuristic")
-    choice, how = solve_exact(problem) if use == "exact" else solve_heuristic(problem)
+    if fixed is not None:
+        choice, how = [0 if o else -1 for o in options], "fixed"
+    else:
+        choice, how = solve_exact(problem) if use == "exact" else solve_heuristic(problem)
     classes = []
     for k, (n, t) in enumerate(zip(names, targets)):
         c = ClassChoice(n, t, answer[k], candidates=cand_info[k], node_images=int((y == k).sum()),

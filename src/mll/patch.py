@@ -95,7 +95,8 @@ def load_patch(cfg: PatchConfig | None) -> ClipPatch | None:
 def fuse(p_experts: np.ndarray, covered: Sequence[int], p_clip: np.ndarray | None, uncovered: Sequence[int],
          k: int) -> np.ndarray:
     """Combine the experts' probabilities over covered classes with the patch's (see module doc)."""
-    n = len(p_experts) if p_experts is not None and len(covered) else (len(p_clip) if p_clip is not None else 0)
+    # p_experts has one row per image even when no class is covered (shape (N, 0))
+    n = len(p_experts) if p_experts is not None else (len(p_clip) if p_clip is not None else 0)
     out = np.zeros((n, k))
     if p_clip is not None and len(uncovered):
         u = p_clip[:, list(uncovered)].sum(1)

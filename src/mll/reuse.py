@@ -22,6 +22,7 @@ from PIL import Image
 from mll.chco import ScoreBank, Selection, head_columns
 from mll.experts import Expert, preprocess
 from mll.labeling import LabelConfig, gate_score
+from mll.outputs import OutputCache
 from mll.sdag import SDAG
 
 
@@ -116,24 +117,35 @@ def stored_form(logits: torch.Tensor, cfg: LabelConfig) -> np.ndarray:
 
 def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Expert]], cfg: LabelConfig,
                summaries: dict[str, dict], batch_size: int = 64,
-               progress: Callable[[int], None] | None = None) -> tuple[dict, dict, dict]:
+               progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
+               keys: list[str] | None = None, hashes: dict[str, str] | None = None) -> tuple[dict, dict, dict]:
     """Run each model once over `images`; returns (log-probs, gates, seconds) per model.
 
     Preprocessed images are shared by consecutive models with the same input config (only one
-    variant is kept in memory), so callers pass the models grouped by input config.
+    variant is kept in memory), so callers pass the models grouped by input config. With a `cache`
+    (and one key per image, and each model's weights hash), only images a model has not seen run.
     """
     logp, gates, seconds, tensors = {}, {}, {}, {}
     for name, load in loaders.items():
         t0 = time.perf_counter()
-        expert = load()
-        key = expert.card.input
-        if key not in tensors:
-            tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
-        logits = expert.forward(tensors[key], batch_size)
-        lp = stored_form(logits, cfg)
-        lse = torch.logsumexp(logits.float(), 1).numpy()
+        sha = (hashes or {}).get(name, "")
+        todo = list(range(len(images))) if cache is None else cache.missing(name, sha, keys)
+        if todo:
+            expert = load()
+            key = expert.card.input
+            if key not in tensors:
+                tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
+            logits = expert.forward(tensors[key][todo] if cache is not None else tensors[key], batch_size)
+            lp = stored_form(logits, cfg)
+            lse = torch.logsumexp(logits.float(), 1).numpy()
+            if cache is not None:
+                sub = [keys[i] for i in todo]
+                cache.put(name, sha, sub, lp, lse)
+        if cache is not None:
+            lp, lse = cache.take(name, sha, keys)
         logp[name] = lp
-        gates[name] = gate_score(summaries[name]["gate"], lp, lse)
+        gate = summaries.get(name, {}).get("gate")
+        gates[name] = gate_score(gate, lp, lse) if gate else np.ones(len(lp))  # no gate fitted: always in domain
         seconds[name] = time.perf_counter() - t0
         if progress:
             progress(1)

@@ -20,6 +20,7 @@ from mll.hub import Hub
 from mll.images import ImageError, open_image
 from mll.labeling import LabelConfig
 from mll.matching import Match, Matcher
+from mll.outputs import OutputCache
 from mll.patch import PatchConfig, fuse, load_patch
 from mll.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
 from mll.sdag import SDAG
@@ -94,59 +95,85 @@ class Plan:
     covered: list[int]  # class indices the experts answer
     uncovered: list[int]  # class indices with no head (patched, or left unanswerable)
     seconds: float
+    cfg: SolveConfig | None = None  # the settings it was planned with (predict follows them)
 
 
-def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None = None) -> Plan:
-    """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run."""
+def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None = None,
+         cfg: SolveConfig | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None) -> Plan:
+    """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run.
+
+    `restrict_models` plans over a sub-hub; `cfg` overrides the context's solve settings; `fixed`
+    (the baselines) replaces CHCO's choice: given each class's covering models, it returns the
+    models that answer each class.
+    """
     t0 = time.perf_counter()
+    cfg = cfg or ctx.cfg
     names = [n.strip() for n in names]
     if len(names) < 2:
         raise ValueError("a task needs at least two classes")
     matches = ctx.matcher.match(names)
     plain = [m.name for m in matches]
     targets = [m.synset for m in matches]
-    index = ctx.index if restrict_models is None else LabelIndex(ctx.index.root, restrict_models)
+    index = ctx.index if restrict_models is None else ctx.index.subset(restrict_models)
     covered_nodes = set(index.nodes.loc[index.nodes["head_classes"] > 0, "node"]) if len(index.nodes) else set()
-    patch_on = bool(ctx.cfg.patch.model)
+    patch_on = bool(cfg.patch.model)
     backoffs = {}
     heads = {s for m in index.models for s in ctx.cards[m].synsets}
     for n, t in zip(plain, targets):
         if t and t not in covered_nodes and not patch_on:
             near = ctx.sdag.nearest_covered(t, heads)
-            if near and near[1] <= ctx.cfg.max_backoff_hops:  # a far relative says nothing about the class
+            if near and near[1] <= cfg.max_backoff_hops:  # a far relative says nothing about the class
                 backoffs[n] = near[0]
-    sel, bank, y = select(index, ctx.sdag, plain, targets, {m: ctx.cards[m] for m in index.models},
-                          prune=ctx.cfg.prune, max_heads=ctx.cfg.max_heads, cost=ctx.cfg.cost_per_model,
-                          solver=ctx.cfg.solver, backoffs=backoffs)
+    cards = {m: ctx.cards[m] for m in index.models}
+    chosen = None
+    if fixed is not None:
+        answer = [backoffs.get(n, t) for n, t in zip(plain, targets)]
+        chosen = fixed([covering_models(index, a) for a in answer])
+    sel, bank, y = select(index, ctx.sdag, plain, targets, cards, prune=cfg.prune, max_heads=cfg.max_heads,
+                          cost=cfg.cost_per_model, solver=cfg.solver, backoffs=backoffs, fixed=chosen)
     comb, cols = (None, {})
     if sel.models:
-        comb, cols = fit_combiner(sel, bank, y, ctx.sdag, ctx.cards, ctx.cfg.min_node_images, ctx.cfg.use_gates)
-        sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, ctx.cfg.use_gates)
+        comb, cols = fit_combiner(sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates)
+        sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, cfg.use_gates)
     covered = [k for k, c in enumerate(sel.classes) if c.models]
     uncovered = [k for k, c in enumerate(sel.classes) if not c.models]
     if patch_on:
         for k in uncovered:
             sel.classes[k].patched = True
-            sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {ctx.cfg.patch.model}"
-    return Plan(plain, matches, sel, comb, cols, covered, uncovered, time.perf_counter() - t0)
+            sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {cfg.patch.model}"
+    return Plan(plain, matches, sel, comb, cols, covered, uncovered, time.perf_counter() - t0, cfg)
+
+
+def covering_models(index: LabelIndex, node: str | None) -> list[str]:
+    """Models with at least one head class under `node`."""
+    if not node:
+        return []
+    rows = index.rows(node)
+    return sorted(set(rows.loc[rows["head_classes"] > 0, "model"]))
 
 
 def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
-            progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict]:
-    """(N, K) probabilities over the task's classes, and run info (seconds per model)."""
+            progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
+            keys: list[str] | None = None) -> tuple[np.ndarray, dict]:
+    """(N, K) probabilities over the task's classes, and run info (seconds per model).
+
+    With an output `cache` and one key per image (e.g. its URI), models skip images they have seen.
+    """
     k = len(p.names)
+    cfg = p.cfg or ctx.cfg
     info: dict = {"model_seconds": {}}
     p_exp = None
     if p.combiner is not None and p.covered:
         # grouped by input config, so each preprocessing variant is computed once
         order = sorted(p.combiner.models, key=lambda m: (repr(ctx.cards[m].input), m))
-        loaders = {m: (lambda m=m: ctx.hub.load(m, device=ctx.cfg.device)) for m in order}
+        loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
         summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
         from mll.experts import batch_size_for
 
-        bs = batch_size_for(ctx.cfg.device, ctx.cfg.batch_size, ctx.cfg.gpu_batch_size)
-        logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, bs, progress)
-        if not ctx.cfg.use_gates:
+        bs = batch_size_for(cfg.device, cfg.batch_size, cfg.gpu_batch_size)
+        hashes = {m: ctx.cards[m].weights_sha256 for m in order}
+        logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, bs, progress, cache, keys, hashes)
+        if not cfg.use_gates:
             gates = {m: np.ones(len(images)) for m in gates}
         info["model_seconds"] = secs
         probs = p.combiner.predict_proba(logp, gates, p.cols)
@@ -155,7 +182,7 @@ def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
         for j, cls in enumerate(p.combiner.classes):
             p_exp[:, p.covered.index(cls)] = probs[:, j]
     p_clip = None
-    if p.uncovered and ctx.get_patch() is not None:
+    if p.uncovered and cfg.patch.model and ctx.get_patch() is not None:
         p_clip = ctx.get_patch().probs(images, p.names)
     if p_exp is None:
         p_exp = np.zeros((len(images), len(p.covered)))
@@ -187,21 +214,30 @@ def evaluate_folder(ctx: Context, task_dir: Path, progress=None) -> dict:
     images, ok, skipped = _open_all(ds.uris)
     if not images:
         raise ValueError(f"{task_dir}: no readable image ({len(skipped)} unreadable)")
-    probs, info = predict(ctx, p, images, progress)
-    y = ds.labels[ok]
-    pred = probs.argmax(1)
+    rep = evaluate(ctx, p, images, ds.labels[ok], progress)
+    return {"task_dir": str(task_dir), **rep, "skipped_images": skipped}
+
+
+def evaluate(ctx: Context, p: Plan, images: Sequence[Image.Image], y: np.ndarray, progress=None,
+             cache: OutputCache | None = None, keys: list[str] | None = None) -> dict:
+    """Accuracy report of plan `p` on labelled images (y = class index per image): what `mll eval`
+    prints, and what the benchmark records for every method."""
+    probs, info = predict(ctx, p, images, progress, cache, keys)
+    y = np.asarray(y)
+    # an image no selected head can score (all-zero row) is abstained on, so counted wrong
+    pred = np.where(probs.max(1) > 0, probs.argmax(1), -1)
     per_class = {}
     for k, n in enumerate(p.names):
         m = y == k
         per_class[n] = {"n": int(m.sum()), "accuracy": float((pred[m] == k).mean()) if m.any() else None,
                         "answered_by": answering_model(p, k)}
     return {
-        "task_dir": str(task_dir), "accuracy": float((pred == y).mean()), "n_images": int(len(y)),
+        "accuracy": float((pred == y).mean()), "n_images": int(len(y)),
         "per_class": per_class, "selection": p.selection.by_class(), "uncovered": p.selection.uncovered,
         "matched": {m.name: m.synset for m in p.matches},
         "matched_names": {m.name: (ctx.sdag.name(m.synset) if m.synset else None) for m in p.matches},
         "combiner": p.selection.combiner, "estimated_accuracy": p.selection.estimated_accuracy,
-        "skipped_images": skipped, "plan_seconds": round(p.seconds, 3), "model_seconds": info["model_seconds"],
+        "models": p.selection.models, "plan_seconds": round(p.seconds, 3), "model_seconds": info["model_seconds"],
         "details": p.selection.to_dict(),
     }
 

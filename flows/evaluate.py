@@ -1,0 +1,92 @@
+"""Flow `evaluate`: the mll-offline benchmark grid (DVC stage `benchmark`).
+
+One Prefect task per (task, method[, seed]) cell, then one per random sub-hub of the growth curve,
+so a large grid can fan out over workers. Every cell goes through `mll.benchmark.run_cell`, which
+solves with the same `mll.solve.evaluate` path as `mll eval`, and is one MLflow run in experiment
+`benchmark`. Writes the raw cells document that `mll.report` turns into the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+from mll.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from mll import benchmark as bm  # noqa: E402
+
+_STATE: dict = {}
+_LOCK = threading.Lock()  # one loader; MLflow's fluent API keeps one active run per process
+
+
+def _state(paths: dict) -> dict:
+    key = json.dumps(paths, sort_keys=True)
+    with _LOCK:
+        if key not in _STATE:  # SDAG, labels, matcher, decoded images and model outputs load once per process
+            _STATE[key] = bm.load_state(**paths)
+    return _STATE[key]
+
+
+@task(name="benchmark-cell", cache_policy=NO_CACHE)
+def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
+    st = _state(paths)
+    t = st["tasks"][task_name]
+    c = bm.run_cell(st["ctx"], t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]))
+    with _LOCK:
+        bm.log_cell(c, t, enabled=st["params"].track)
+    acc = "skipped: " + c["reason"] if c["status"] == "skipped" else f"{c['accuracy']:.4f}"
+    get_run_logger().info(f"{task_name} / {method}{'' if seed is None else f' seed {seed}'}: {acc} "
+                          f"({c['seconds']:.1f} s) {c['detail']}")
+    return c
+
+
+@task(name="growth-cell", cache_policy=NO_CACHE)
+def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
+    st = _state(paths)
+    rows = bm.growth_cell(st["ctx"], list(st["tasks"].values()), size, seed, models,
+                          st["params"].growth_methods, st["cache"])
+    mean = {m: round(sum(r["accuracy"] for r in rows if r["method"] == m) / len(st["tasks"]), 3)
+            for m in st["params"].growth_methods}
+    get_run_logger().info(f"sub-hub size {size} seed {seed} {models}: mean accuracy {mean}")
+    return rows
+
+
+@flow(name="evaluate")
+def evaluate_flow(params_file: str = "params.yaml", hub: str = "models", labels: str = "labels",
+                  sdag: str = "data/sdag", manifest: str = "data/splits/target_test.parquet",
+                  oracles: str = "oracles", out: str = "reports/benchmark/cells.json") -> dict:
+    """Run the benchmark grid and the growth curve; write the cells document to `out`."""
+    t0 = time.perf_counter()
+    paths = {"params_file": params_file, "hub": hub, "labels": labels, "sdag": sdag, "manifest": manifest,
+             "oracles": oracles}
+    st = _state(paths)
+    bp = st["params"]
+    grid = [(t, m, s) for t in st["tasks"] for m in bp.methods
+            for s in (range(bp.random_seeds) if m == "random" else [None])]
+    cells = [f.result() for f in [cell.submit(t, m, s, paths) for t, m, s in grid]]
+    subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed)
+    rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]
+    doc = bm.cells_document(st, cells, rows, seconds=time.perf_counter() - t0)
+    bm.write_json(doc, Path(out))
+    get_run_logger().info(f"{len(cells)} cells and {len(subs)} sub-hubs in {doc['seconds']:.0f} s -> {out}")
+    return doc
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="reports/benchmark/cells.json")
+    ap.add_argument("--oracles", default="oracles")
+    a = ap.parse_args()
+    workers = bm.load_params(a.params).workers
+    evaluate_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(
+        params_file=a.params, out=a.out, oracles=a.oracles)

@@ -1,0 +1,193 @@
+"""The mll-offline benchmark on the tiny labeled hub: tasks from data, every method, the output cache,
+the growth curve, and the `evaluate` flow writing a report with MLflow runs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mll.benchmark import (METHODS, BenchmarkParams, build_task, growth_cell, run_cell, sub_hubs,
+                           train_oracle)
+from mll.config import LabelParams
+from mll.outputs import OutputCache
+from mll.pipeline import label_stage
+from mll.solve import Context, SolveConfig
+
+SIX = {"classes": {str(d): {"digits": [str(d)]} for d in range(6)}}
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world, tmp_path_factory):
+    """The tiny hub labeled, a target_test manifest, and a params file with a benchmark section."""
+    from mll.config import SplitSizes
+    from mll.datasets import load_dataset
+    from mll.splits import split_dataset
+
+    root = tmp_path_factory.mktemp("bench")
+    labels = root / "labels"
+    label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root, probe_path=tiny_world["probe"],
+                sdag_path=tiny_world["sdag"], labels_root=labels, summary_path=None, log=lambda *_: None)
+    # the same deterministic split tiny_world trained on: expert_train for the oracle, target_test to evaluate
+    frame = split_dataset(load_dataset("digits"), SplitSizes(expert_train=80, probe=12, target_test=10), seed=0)
+    manifest = root / "target_test.parquet"
+    frame[frame.split == "target_test"].reset_index(drop=True).to_parquet(manifest)
+    train = root / "expert_train.parquet"
+    frame[frame.split == "expert_train"].reset_index(drop=True).to_parquet(train)
+    params = root / "params.yaml"
+    params.write_text(
+        "experts:\n  defaults: {arch: test_resnet, epochs: 6, input_size: 16, batch_size: 64, lr: 0.003}\n"
+        "solve:\n  device: cpu\n"
+        "benchmark:\n  max_per_class: 8\n  random_seeds: 2\n  growth_sizes: [1, 2]\n  growth_seeds: 3\n"
+        "  growth_methods: [mll, uniform]\n  methods: [mll, single, uniform, random, top1, ungated, oracle, clip]\n"
+        "  oracles: {digits: {}}\n"
+        "  tasks:\n    six: {classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
+        " '3': {digits: ['3']}, '4': {digits: ['4']}, '5': {digits: ['5']}}}\n"
+        "    ten: {source: digits}\n")
+    ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, labels, SolveConfig(device="cpu"))
+    ctx.matcher.use_embeddings = False
+    test = pd.read_parquet(manifest)
+    return {"root": root, "labels": labels, "manifest": manifest, "train": train, "params": params, "ctx": ctx,
+            "test": test, "hub": tiny_world["hub"].root, "sdag": tiny_world["sdag"]}
+
+
+def test_tasks_are_built_from_target_test_data(world, small_sdag):
+    t = build_task("six", SIX, world["test"], small_sdag, max_per_class=4, seed=0, oracle_datasets={"digits"})
+    assert t.classes == ["0", "1", "2", "3", "4", "5"] and t.support == dict.fromkeys(t.classes, 4)
+    assert len(t.uris) == 24 and set(t.uris) <= set(world["test"]["uri"]) and t.oracle == "digits"
+    assert t.y.tolist() == [k for k in range(6) for _ in range(4)]
+    # the same seed gives the same sample; a source task takes the dataset's own names in label order
+    assert build_task("six", SIX, world["test"], small_sdag, 4, 0).uris == t.uris
+    ten = build_task("ten", {"source": "digits"}, world["test"], small_sdag, 100, 0)
+    assert ten.classes == [str(d) for d in range(10)] and sum(ten.support.values()) == 100
+    # an image under two classes is ambiguous: left out and counted
+    amb = build_task("amb", {"classes": {"low": {"digits": ["0", "1"]}, "one": {"digits": ["1"]}}}, world["test"],
+                     small_sdag, 100, 0)
+    assert amb.support == {"low": 10, "one": 0} and amb.dropped == 10 and amb.oracle is None
+    # a WordNet subtree member: every digit synset lies under digit.n.01
+    sub = build_task("sub", {"classes": {"digit": {"digits": ["digit.n.01"]}, "zero": {"digits": ["0"]}}},
+                     world["test"], small_sdag, 100, 0)
+    assert sub.support["digit"] == 90 and sub.dropped == 10
+
+
+def test_bad_task_entries_name_the_fix(world, small_sdag):
+    with pytest.raises(ValueError, match=r"digits:seven matches no target_test image.*class names there include"):
+        build_task("bad", {"classes": {"a": {"digits": ["seven"]}, "b": {"digits": ["1"]}}}, world["test"], small_sdag, 5, 0)
+    with pytest.raises(ValueError, match="no target_test images from 'tuxpaint'"):
+        build_task("bad", {"classes": {"a": {"tuxpaint": ["bird.n.01"]}, "b": {"digits": ["1"]}}}, world["test"],
+                   small_sdag, 5, 0)
+    with pytest.raises(ValueError, match="at least two classes"):
+        build_task("bad", {"classes": {"a": {"digits": ["1"]}}}, world["test"], small_sdag, 5, 0)
+
+
+@pytest.fixture(scope="module")
+def six(world, small_sdag):
+    return build_task("six", SIX, world["test"], small_sdag, 8, 0, {"digits"})
+
+
+def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
+    from mll.solve import evaluate_folder
+
+    ctx, cache = world["ctx"], OutputCache()
+    cells = {m: run_cell(ctx, six, m, cache, seed=0 if m == "random" else None, oracle_hub=tmp_path / "none")
+             for m in METHODS}
+    mll = cells["mll"]
+    assert mll["status"] == "ok" and mll["accuracy"] > 0.6 and set(mll["models"]) == {"low", "high"}
+    assert mll["answered_by"]["0"] == ["low"] and mll["answered_by"]["5"] == ["high"]
+    assert set(cells["uniform"]["models"]) == {"low", "high"} and cells["uniform"]["combiner"] == "statistics-ungated"
+    assert cells["ungated"]["combiner"] == "statistics-ungated" and cells["top1"]["status"] == "ok"
+    # one model alone covers only half the classes: the best single model is far below MLL
+    assert cells["single"]["accuracy"] <= 0.5 + 1e-9 and "best of 2 covering models" in cells["single"]["detail"]
+    assert cells["random"]["models"] and "of 2 covering models" in cells["random"]["detail"]
+    assert cells["clip"]["status"] == "skipped" and "solve.patch.model" in cells["clip"]["reason"]
+    assert cells["oracle"]["status"] == "skipped" and "dvc repro oracles@digits" in cells["oracle"]["reason"]
+    # the benchmark's MLL is `mll eval` on the same images
+    folder = tmp_path / "task"
+    for uri, k in zip(six.uris, six.y):
+        d = folder / six.classes[k]
+        d.mkdir(parents=True, exist_ok=True)
+        from mll.images import open_image
+
+        open_image(uri).save(d / f"{len(list(d.iterdir()))}.png")
+    assert evaluate_folder(ctx, folder)["accuracy"] == pytest.approx(mll["accuracy"], abs=1e-4)
+
+
+def test_output_cache_runs_each_model_once_and_persists(world, six, tmp_path, monkeypatch):
+    from mll.hub import Hub
+
+    first = run_cell(world["ctx"], six, "mll", OutputCache(tmp_path / "out"))
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "out").glob("*.npz")) == ["high", "low"]
+
+    def boom(*a, **k):
+        raise AssertionError("a cached image must not run a model again")
+
+    monkeypatch.setattr(Hub, "load", boom)
+    again = run_cell(world["ctx"], six, "mll", OutputCache(tmp_path / "out"))  # a new process reads the disk
+    assert again["accuracy"] == first["accuracy"] and again["per_class"] == first["per_class"]
+
+
+def test_oracle_is_trained_on_the_tasks_own_data(world, six, tmp_path):
+    card = train_oracle("digits", world["params"], world["train"], tmp_path / "oracles", log=lambda *_: None)
+    assert card.name == "oracle-digits" and card.num_classes == 10
+    cell = run_cell(world["ctx"], six, "oracle", OutputCache(), oracle_hub=tmp_path / "oracles")
+    assert cell["status"] == "ok" and cell["accuracy"] > 0.5 and cell["models"] == ["oracle-digits"]
+    with pytest.raises(KeyError, match="no oracle 'mnist' under benchmark.oracles"):
+        train_oracle("mnist", world["params"], world["train"], tmp_path / "oracles")
+
+
+def test_sub_hubs_and_growth(world, six, small_sdag):
+    subs = sub_hubs(["a", "b", "c"], (1, 2, 3), seeds=5, seed=0)
+    assert [s for s, _, _ in subs].count(3) == 1  # the whole hub is one sub-hub, not five copies
+    assert all(len(m) == s for s, _, m in subs) and subs == sub_hubs(["a", "b", "c"], (1, 2, 3), 5, 0)
+    rows = growth_cell(world["ctx"], [six], 1, 0, ["low"], ("mll", "uniform"), OutputCache())
+    assert {r["method"] for r in rows} == {"mll", "uniform"}
+    # one expert covers three of six classes: at most half the images can be right
+    assert all(r["accuracy"] <= 0.5 + 1e-9 for r in rows)
+    full = growth_cell(world["ctx"], [six], 2, 0, ["high", "low"], ("mll",), OutputCache())
+    assert full[0]["accuracy"] > rows[0]["accuracy"]
+    # a sub-hub covering none of a task's classes: each class backs off to a sibling head ("3" -> "2"),
+    # which cannot tell the three apart: no crash, and at most chance
+    upper = build_task("upper", {"classes": {d: {"digits": [d]} for d in "345"}}, world["test"], small_sdag, 5, 0)
+    none = growth_cell(world["ctx"], [upper], 1, 0, ["low"], ("mll", "uniform", "top1", "single"), OutputCache())
+    assert len(none) == 4 and all(r["accuracy"] <= 1 / 3 + 1e-3 for r in none)
+
+
+@pytest.mark.slow
+def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_path, monkeypatch):
+    from flows.evaluate import evaluate_flow
+    from mll.report import write_report
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    train_oracle("digits", world["params"], world["train"], tmp_path / "oracles", log=lambda *_: None)
+    out = tmp_path / "cells.json"
+    doc = evaluate_flow(params_file=str(world["params"]), hub=str(world["hub"]), labels=str(world["labels"]),
+                        sdag=str(world["sdag"]), manifest=str(world["manifest"]), oracles=str(tmp_path / "oracles"),
+                        out=str(out))
+    saved = json.loads(out.read_text())
+    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten"}
+    per = {(c["task"], c["method"], c["seed"]) for c in saved["cells"]}
+    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9
+    assert {(g["size"], g["method"]) for g in saved["growth"]} == {(1, "mll"), (1, "uniform"), (2, "mll"), (2, "uniform")}
+    summary = write_report(out, tmp_path / "reports")
+    assert summary["oracle"]["ratio"] is not None and summary["skipped"]["clip"]
+    assert (tmp_path / "reports" / "plots" / "growth.png").is_file()
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["benchmark"])
+    assert len(runs) == 18 and set(runs["tags.method"]) == set(METHODS)
+    assert (runs.loc[runs["tags.method"] == "mll", "metrics.accuracy"] > 0.5).all()
+
+
+def test_benchmark_params_are_validated(tmp_path):
+    from mll.benchmark import load_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text("benchmark:\n  methods: [mll, magic]\n  tasks: {a: {source: digits}}\n")
+    with pytest.raises(ValueError, match="unknown.*magic"):
+        load_params(p)
+    p.write_text("benchmark:\n  bogus: 1\n")
+    with pytest.raises(ValueError, match="unknown key"):
+        load_params(p)
+    assert BenchmarkParams().methods == METHODS and np.all(np.diff(BenchmarkParams().growth_sizes) > 0)
