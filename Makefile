@@ -36,9 +36,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $@
 
-demo: setup  ## run the whole pipeline (dvc repro) on the embedded demo
-	bash scripts/with_prefect.sh dvc repro
-	@echo "done: reports/ holds the results; 'mlflow ui --backend-store-uri sqlite:///mlflow.db' to browse runs"
+demo: setup  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included
+	@start=$$(date +%s); bash scripts/with_prefect.sh dvc repro && \
+	$(BIN)/python -m mll.report --cells reports/benchmark/cells.json --out reports --readme README.md && \
+	echo "done in $$(( $$(date +%s) - start )) s: reports/benchmark.md holds the results (also in README.md);" \
+	     "browse runs with: mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest

@@ -177,7 +177,8 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["benchmark"])
     assert len(runs) == 18 and set(runs["tags.method"]) == set(METHODS)
-    assert (runs.loc[runs["tags.method"] == "mll", "metrics.accuracy"] > 0.5).all()
+    mll = runs[runs["tags.method"] == "mll"].set_index("tags.task")["metrics.accuracy"]
+    assert mll["six"] > 0.6 and mll["ten"] < mll["six"]  # four of ten classes covered: far lower
 
 
 def test_benchmark_params_are_validated(tmp_path):

@@ -8,8 +8,9 @@ given as dataset class names (`fashion_mnist: [Sandal, Sneaker]`) or WordNet sub
 
 | method   | heads per class                                        | combination                 |
 |----------|--------------------------------------------------------|-----------------------------|
-| mll      | CHCO over the pruned candidates                        | calibrated, gated stacking  |
+| mll      | CHCO, node data weighted towards the task's images  | calibrated, gated stacking  |
 | ungated  | CHCO (same choice)                                     | plain mean of P_m(t_k|x)    |
+| static   | CHCO on unweighted node data (no adaptation to the task's images) | calibrated, gated |
 | top1     | the single best head by label statistics (no CHCO)    | calibrated, gated stacking  |
 | uniform  | every covering head                                    | plain mean of P_m(t_k|x)    |
 | random   | every covering head of r random covering models, r = MLL's model count (several seeds) | calibrated, gated |
@@ -37,7 +38,7 @@ from mll.outputs import OutputCache
 from mll.sdag import SDAG
 from mll.solve import Context, Plan, covering_models, evaluate, plan
 
-METHODS = ("mll", "single", "uniform", "random", "top1", "ungated", "oracle", "clip")
+METHODS = ("mll", "single", "uniform", "random", "top1", "ungated", "static", "oracle", "clip")
 GROWTH_METHODS = ("mll", "uniform", "top1", "single")
 _SYNSET_NAME = re.compile(r"^[a-z0-9_\-'.]+\.n\.\d\d$")
 
@@ -181,7 +182,8 @@ def _cell(task: BenchTask, method: str, seed: int | None = None) -> dict:
 def _fill(cell: dict, rep: dict, detail: str = "") -> dict:
     cell.update(accuracy=round(rep["accuracy"], 4), models=rep["models"], answered_by=rep["selection"],
                 per_class={k: v["accuracy"] for k, v in rep["per_class"].items()}, detail=detail,
-                combiner=rep["combiner"], estimated_accuracy=rep["estimated_accuracy"])
+                combiner=rep["combiner"], estimated_accuracy=rep["estimated_accuracy"],
+                adaptation=rep.get("adaptation"))
     return cell
 
 
@@ -196,7 +198,8 @@ def best_single(ctx: Context, task: BenchTask, cache: OutputCache, restrict: lis
     pool = _pool(ctx, p, restrict)
     best, who = None, ""
     for m in pool:
-        rep = _solve(ctx, task, cache, restrict, fixed=lambda cov, m=m: [[m] if m in c else [] for c in cov])
+        rep = _solve(ctx, task, cache, restrict, cfg=replace(ctx.cfg, adapt=False),
+                     fixed=lambda cov, m=m: [[m] if m in c else [] for c in cov])
         if best is None or rep["accuracy"] > best["accuracy"]:
             best, who = rep, m
     return best, who, len(pool)
@@ -207,20 +210,24 @@ def run_cell(ctx: Context, task: BenchTask, method: str, cache: OutputCache, see
     """One (task, method[, seed]) cell of the benchmark grid."""
     t0 = time.perf_counter()
     cell = _cell(task, method, seed)
+    static = replace(ctx.cfg, adapt=False)  # the baselines choose heads from the labels alone
     if method == "mll":
         _fill(cell, _solve(ctx, task, cache, restrict))
+    elif method == "static":
+        _fill(cell, _solve(ctx, task, cache, restrict, cfg=static))
     elif method == "ungated":
         _fill(cell, _solve(ctx, task, cache, restrict, cfg=replace(ctx.cfg, use_gates=False)))
     elif method == "top1":
-        _fill(cell, _solve(ctx, task, cache, restrict, cfg=replace(ctx.cfg, prune=1, max_heads=1)))
+        _fill(cell, _solve(ctx, task, cache, restrict, cfg=replace(static, prune=1, max_heads=1)))
     elif method == "uniform":
-        _fill(cell, _solve(ctx, task, cache, restrict, cfg=replace(ctx.cfg, use_gates=False), fixed=lambda cov: cov))
+        _fill(cell, _solve(ctx, task, cache, restrict, cfg=replace(static, use_gates=False), fixed=lambda cov: cov))
     elif method == "random":
         p = plan(ctx, task.classes, restrict_models=restrict)
         pool = _pool(ctx, p, restrict)
         r = min(max(len(p.selection.models), 1), len(pool))
         chosen = set(np.random.default_rng(1000 + (seed or 0)).choice(pool, r, replace=False)) if pool else set()
-        rep = _solve(ctx, task, cache, restrict, fixed=lambda cov: [[m for m in c if m in chosen] for c in cov])
+        rep = _solve(ctx, task, cache, restrict, cfg=static,
+                     fixed=lambda cov: [[m for m in c if m in chosen] for c in cov])
         _fill(cell, rep, f"{r} of {len(pool)} covering models: {', '.join(sorted(chosen))}")
     elif method == "single":
         rep, who, n = best_single(ctx, task, cache, restrict)

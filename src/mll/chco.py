@@ -207,6 +207,10 @@ class ScoreBank:
             self._cache[key] = np.exp(self.logp(model)[:, cols]).sum(1) if cols else np.zeros(len(self.uris))
         return self._cache[key]
 
+    def lse(self, model: str) -> np.ndarray:
+        """Logit log-sum-exp of `model` on the node images (for domain features)."""
+        return self.index.label(model).lse[self._row_index(model)]
+
     def score(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
         return self.gate(model) * self.subtree_prob(model, node, exclude)
 
@@ -239,10 +243,17 @@ def _up(sdag: SDAG, s: str) -> frozenset:
     return hit
 
 
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half."""
+def _auc(pos: np.ndarray, neg: np.ndarray, wpos: np.ndarray | None = None, wneg: np.ndarray | None = None) -> float:
+    """P(score of a random positive > score of a random negative), ties counted half; with weights,
+    pairs count by the product of their images' weights."""
     if len(pos) == 0 or len(neg) == 0:
         return 0.5
+    if wpos is not None:
+        order = np.argsort(neg, kind="stable")
+        ns, cw = neg[order], np.concatenate([[0.0], np.cumsum(wneg[order])])
+        lo, hi = np.searchsorted(ns, pos, "left"), np.searchsorted(ns, pos, "right")
+        below, tied = cw[lo], cw[hi] - cw[lo]
+        return float((wpos * (below + 0.5 * tied)).sum() / (wpos.sum() * wneg.sum()))
     if len(pos) * len(neg) <= 2_000_000:  # direct pairwise comparison: faster than ranking when small
         gt = (pos[:, None] > neg[None, :]).mean()
         eq = (pos[:, None] == neg[None, :]).mean()
@@ -364,17 +375,20 @@ def solve_heuristic(p: Problem, rounds: int = 3) -> tuple[list[int], str]:
 def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | None], hub_cards: dict,
            prune: int = 3, max_heads: int = 2, cost: float = 0.01, solver: str = "auto",
            backoffs: dict[str, str] | None = None, fixed: list[list[str]] | None = None,
-           ) -> tuple[Selection, ScoreBank, np.ndarray]:
+           weights: np.ndarray | None = None) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
     `fixed` skips the optimisation: class k is answered by the models in fixed[k] whose heads cover
-    its node (the baselines use it). Returns the selection, the score bank on the node data and the
+    its node (the baselines use it). `weights` (one per node image, `mll.adaptation`) weight the
+    node images in the accuracy estimates. Returns the selection, the score bank on the node data and the
     node-data labels, which reuse fits its combiner on.
     """
     t0 = time.perf_counter()
     backoffs = backoffs or {}
     answer = [backoffs.get(n, t) for n, t in zip(names, targets)]
     uris, y = task_node_data(index, [a or "" for a in answer], sdag)
+    if weights is not None and len(weights) != len(uris):
+        raise ValueError(f"node weights: {len(weights)} given for {len(uris)} node images (plan again)")
     bank = ScoreBank(index, sdag, uris, hub_cards)
     # nested targets: a parent class answers only for what its nested children do not
     anc = {o: sdag.ancestors(o) for o in set(answer) if o and o in sdag}  # K reachability queries, not K^2
@@ -404,7 +418,8 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
         for o in opts:
             if pos.any():
                 s = np.mean([bank.score(m, node, excl[k]) for m in o], axis=0)
-                acc.append(_auc(s[pos], s[neg]))
+                acc.append(_auc(s[pos], s[neg]) if weights is None else
+                           _auc(s[pos], s[neg], weights[pos], weights[neg]))
             else:  # no node images: fall back to the label statistics
                 acc.append(float(np.mean([stat.loc[rows.index[cands.index(m)]] for m in o])) / 2 + 0.5)
         options.append(opts)

@@ -35,12 +35,13 @@ METHOD_LABELS: dict[str, str] = {
     "random": "random selection",
     "top1": "per-class top-1",
     "ungated": "MLL w/o gates",
+    "static": "MLL w/o adaptation",
     "oracle": "oracle expert",
     "clip": "CLIP zero-shot",
 }
 # Baselines that see neither the target labels nor target training data. `single` is picked with
 # hindsight of the test labels and `oracle` is trained on the task, so neither is zero-shot.
-ZERO_SHOT = ("uniform", "random", "top1", "ungated", "clip")
+ZERO_SHOT = ("uniform", "random", "top1", "ungated", "static", "clip")
 # Excluded when bolding the best value of a row: they are upper references, not competitors.
 NOT_BOLDED = ("oracle", "single")
 # A growth curve may dip this much between consecutive sizes and still count as non-decreasing

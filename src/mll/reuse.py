@@ -60,8 +60,12 @@ class Combiner:
 
 
 def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, cards: dict,
-                 min_node_images: int = 5, use_gates: bool = True, C: float = 0.5, seed: int = 0) -> tuple[Combiner, dict]:
-    """Fit the combiner on the node data's stored outputs; returns it and the column map."""
+                 min_node_images: int = 5, use_gates: bool = True, C: float = 0.5, seed: int = 0,
+                 weights: np.ndarray | None = None) -> tuple[Combiner, dict]:
+    """Fit the combiner on the node data's stored outputs; returns it and the column map.
+
+    `weights` (one per node image, from `mll.adaptation`) make node images that look like the
+    target images count more."""
     pairs = [(m, k, c.target_node) for k, c in enumerate(sel.classes) for m in c.models]
     models = sorted({m for m, _, _ in pairs})
     classes = sorted({k for _, k, _ in pairs})
@@ -82,7 +86,7 @@ def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, car
         gates = {m: bank.gate(m)[mask] for m in models}
         X = comb.features(logp, gates, cols)
         comb.clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
-        comb.clf.fit(X, y[mask])
+        comb.clf.fit(X, y[mask], sample_weight=None if weights is None else weights[mask])
         comb.classes = [int(c) for c in comb.clf.classes_]
     sel.combiner = comb.kind if use_gates else "statistics-ungated"
     return comb, cols
@@ -118,12 +122,14 @@ def stored_form(logits: torch.Tensor, cfg: LabelConfig) -> np.ndarray:
 def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Expert]], cfg: LabelConfig,
                summaries: dict[str, dict], batch_size: int = 64,
                progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
-               keys: list[str] | None = None, hashes: dict[str, str] | None = None) -> tuple[dict, dict, dict]:
+               keys: list[str] | None = None, hashes: dict[str, str] | None = None,
+               lse_out: dict | None = None) -> tuple[dict, dict, dict]:
     """Run each model once over `images`; returns (log-probs, gates, seconds) per model.
 
     Preprocessed images are shared by consecutive models with the same input config (only one
     variant is kept in memory), so callers pass the models grouped by input config. With a `cache`
     (and one key per image, and each model's weights hash), only images a model has not seen run.
+    `lse_out`, when given, receives each model's logit log-sum-exp (domain features need it).
     """
     logp, gates, seconds, tensors = {}, {}, {}, {}
     for name, load in loaders.items():
@@ -144,6 +150,8 @@ def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Ex
         if cache is not None:
             lp, lse = cache.take(name, sha, keys)
         logp[name] = lp
+        if lse_out is not None:
+            lse_out[name] = lse
         gate = summaries.get(name, {}).get("gate")
         gates[name] = gate_score(gate, lp, lse) if gate else np.ones(len(lp))  # no gate fitted: always in domain
         seconds[name] = time.perf_counter() - t0

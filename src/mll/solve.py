@@ -35,6 +35,7 @@ class SolveConfig:
     min_node_images: int = 5  # per class, to fit the stacking combiner
     use_gates: bool = True  # False = the ablation without gates/calibration
     max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
+    adapt: bool = True  # reweight node data towards the task's images before predicting (mll.adaptation)
     batch_size: int = 64
     gpu_batch_size: int = 256  # used instead of batch_size on CUDA
     device: str = "auto"
@@ -96,19 +97,26 @@ class Plan:
     uncovered: list[int]  # class indices with no head (patched, or left unanswerable)
     seconds: float
     cfg: SolveConfig | None = None  # the settings it was planned with (predict follows them)
+    request: list[str] = field(default_factory=list)  # the names as given (overrides included)
+    restrict: list[str] | None = None  # the sub-hub it was planned over
+    bank: object | None = field(default=None, repr=False)  # node-data scores (ScoreBank), for adaptation
+    y: np.ndarray | None = field(default=None, repr=False)  # node-data class per image
+    adaptation: dict | None = None  # what adapt() measured and did
 
 
 def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None = None,
-         cfg: SolveConfig | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None) -> Plan:
+         cfg: SolveConfig | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None,
+         node_weights: np.ndarray | None = None) -> Plan:
     """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run.
 
     `restrict_models` plans over a sub-hub; `cfg` overrides the context's solve settings; `fixed`
     (the baselines) replaces CHCO's choice: given each class's covering models, it returns the
-    models that answer each class.
+    models that answer each class. `node_weights` weight the node images (see `adapt`).
     """
     t0 = time.perf_counter()
     cfg = cfg or ctx.cfg
     names = [n.strip() for n in names]
+    request = list(names)
     if len(names) < 2:
         raise ValueError("a task needs at least two classes")
     matches = ctx.matcher.match(names)
@@ -130,10 +138,12 @@ def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None =
         answer = [backoffs.get(n, t) for n, t in zip(plain, targets)]
         chosen = fixed([covering_models(index, a) for a in answer])
     sel, bank, y = select(index, ctx.sdag, plain, targets, cards, prune=cfg.prune, max_heads=cfg.max_heads,
-                          cost=cfg.cost_per_model, solver=cfg.solver, backoffs=backoffs, fixed=chosen)
+                          cost=cfg.cost_per_model, solver=cfg.solver, backoffs=backoffs, fixed=chosen,
+                          weights=node_weights)
     comb, cols = (None, {})
     if sel.models:
-        comb, cols = fit_combiner(sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates)
+        comb, cols = fit_combiner(sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates,
+                                  weights=node_weights)
         sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, cfg.use_gates)
     covered = [k for k, c in enumerate(sel.classes) if c.models]
     uncovered = [k for k, c in enumerate(sel.classes) if not c.models]
@@ -141,7 +151,39 @@ def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None =
         for k in uncovered:
             sel.classes[k].patched = True
             sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {cfg.patch.model}"
-    return Plan(plain, matches, sel, comb, cols, covered, uncovered, time.perf_counter() - t0, cfg)
+    return Plan(plain, matches, sel, comb, cols, covered, uncovered, time.perf_counter() - t0, cfg, request,
+                restrict_models, bank, y)
+
+
+def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCache | None = None,
+          keys: list[str] | None = None) -> Plan:
+    """Re-plan with the node data weighted towards the task's (unlabeled) images (`mll.adaptation`).
+
+    Runs every pruned candidate once on the images (through the cache, so the selected ones are not
+    run twice); returns `p` itself when there is nothing to adapt or no domain shift is detected.
+    """
+    from mll.adaptation import domain_weights
+    from mll.experts import batch_size_for
+
+    cfg = p.cfg or ctx.cfg
+    if p.bank is None or p.y is None or not len(p.y) or not images:
+        return p
+    models = sorted({d["model"] for c in p.selection.classes for d in c.candidates})
+    if not models:
+        return p
+    order = sorted(models, key=lambda m: (repr(ctx.cards[m].input), m))
+    loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
+    lse: dict = {}
+    logp, _, _ = run_models(images, loaders, ctx.label_cfg, {}, batch_size_for(cfg.device, cfg.batch_size,
+                            cfg.gpu_batch_size), None, cache, keys, {m: ctx.cards[m].weights_sha256 for m in order}, lse)
+    dw = domain_weights({m: p.bank.logp(m) for m in models}, {m: p.bank.lse(m) for m in models}, logp, lse)
+    if dw.weights is None:
+        p.adaptation = dw.to_dict()
+        return p
+    q = plan(ctx, p.request, restrict_models=p.restrict, cfg=cfg, node_weights=dw.weights)
+    q.adaptation = dw.to_dict()
+    q.seconds += p.seconds
+    return q
 
 
 def covering_models(index: LabelIndex, node: str | None) -> list[str]:
@@ -222,6 +264,8 @@ def evaluate(ctx: Context, p: Plan, images: Sequence[Image.Image], y: np.ndarray
              cache: OutputCache | None = None, keys: list[str] | None = None) -> dict:
     """Accuracy report of plan `p` on labelled images (y = class index per image): what `mll eval`
     prints, and what the benchmark records for every method."""
+    if (p.cfg or ctx.cfg).adapt:
+        p = adapt(ctx, p, images, cache, keys)
     probs, info = predict(ctx, p, images, progress, cache, keys)
     y = np.asarray(y)
     # an image no selected head can score (all-zero row) is abstained on, so counted wrong
@@ -237,7 +281,8 @@ def evaluate(ctx: Context, p: Plan, images: Sequence[Image.Image], y: np.ndarray
         "matched": {m.name: m.synset for m in p.matches},
         "matched_names": {m.name: (ctx.sdag.name(m.synset) if m.synset else None) for m in p.matches},
         "combiner": p.selection.combiner, "estimated_accuracy": p.selection.estimated_accuracy,
-        "models": p.selection.models, "plan_seconds": round(p.seconds, 3), "model_seconds": info["model_seconds"],
+        "models": p.selection.models, "adaptation": p.adaptation,
+        "plan_seconds": round(p.seconds, 3), "model_seconds": info["model_seconds"],
         "details": p.selection.to_dict(),
     }
 
@@ -257,6 +302,8 @@ def solve_folder(ctx: Context, class_names: Sequence[str], images_dir: Path, pro
     p = plan(ctx, class_names)
     paths = list_images(images_dir)
     images, ok, skipped = _open_all(paths)
+    if images and (p.cfg or ctx.cfg).adapt:
+        p = adapt(ctx, p, images)
     probs, _ = predict(ctx, p, images, progress) if images else (np.zeros((0, len(p.names))), {})
     rows = []
     for j, i in enumerate(ok):
