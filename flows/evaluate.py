@@ -63,11 +63,14 @@ def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
 @flow(name="evaluate")
 def evaluate_flow(params_file: str = "params.yaml", hub: str = "models", labels: str = "labels",
                   sdag: str = "data/sdag", manifest: str = "data/splits/target_test.parquet",
-                  oracles: str = "oracles", out: str = "reports/benchmark/cells.json") -> dict:
-    """Run the benchmark grid and the growth curve; write the cells document to `out`."""
+                  oracles: str = "oracles", out: str = "reports/benchmark/cells.json",
+                  cache_dir: str = ".cache/outputs") -> dict:
+    """Run the benchmark grid and the growth curve; write the cells document to `out`.
+
+    `cache_dir` keeps every model's outputs per image across runs (keyed by weights hash)."""
     t0 = time.perf_counter()
     paths = {"params_file": params_file, "hub": hub, "labels": labels, "sdag": sdag, "manifest": manifest,
-             "oracles": oracles}
+             "oracles": oracles, "cache_dir": cache_dir}
     st = _state(paths)
     bp = st["params"]
     grid = [(t, m, s) for t in st["tasks"] for m in bp.methods

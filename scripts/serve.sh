@@ -58,7 +58,7 @@ case "${1:-start}" in
     start_bg worker prefect worker start --pool mll-local
     start_bg mlflow mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI" --host "$HOST" --port "$MPORT" --workers 1
     wait_http "http://127.0.0.1:$MPORT/health" 120 "MLflow UI"
-    echo "Prefect UI  http://127.0.0.1:$PPORT   (deployments: label-hub/label-hub, build-sdag/build-sdag)"
+    echo "Prefect UI  http://127.0.0.1:$PPORT   (deployments: label-hub/label-hub, build-sdag/build-sdag, evaluate/evaluate)"
     echo "MLflow UI   http://127.0.0.1:$MPORT"
     echo "relabel:    PREFECT_API_URL=$PREFECT_API_URL prefect deployment run 'label-hub/label-hub' --watch"
     echo "stop:       make stop"

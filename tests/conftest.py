@@ -108,3 +108,15 @@ def tiny_world(tmp_path_factory, small_sdag):
     small_sdag.save(sdag_dir)
     return {"root": root, "hub": hub, "probe": probe_path, "sdag": sdag_dir,
             "test": digits[digits.split == "target_test"].reset_index(drop=True)}
+
+
+@pytest.fixture(scope="session")
+def tiny_labels(tiny_world, tmp_path_factory) -> Path:
+    """The tiny hub labeled once per session (read-only for the tests that solve with it)."""
+    from mll.config import LabelParams
+    from mll.pipeline import label_stage
+
+    labels = tmp_path_factory.mktemp("tiny_labels")
+    label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root, probe_path=tiny_world["probe"],
+                sdag_path=tiny_world["sdag"], labels_root=labels, summary_path=None, log=lambda *_: None)
+    return labels

@@ -49,18 +49,13 @@ def test_weighted_auc_is_the_auc_of_repeated_images():
     assert _auc(pos, neg, wp.astype(float), wn.astype(float)) == pytest.approx(_auc(np.repeat(pos, wp), np.repeat(neg, wn)))
 
 
-def test_solving_reports_what_adaptation_did(tiny_world, tmp_path):
+def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
     """End to end on the tiny hub: the probe pools digits and clothes; a digits task is adapted or
     not, and either way the report says what was measured."""
-    from mll.config import LabelParams
     from mll.images import open_image
-    from mll.pipeline import label_stage
     from mll.solve import Context, SolveConfig, evaluate, plan
 
-    labels = tmp_path / "labels"
-    label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root, probe_path=tiny_world["probe"],
-                sdag_path=tiny_world["sdag"], labels_root=labels, summary_path=None, log=lambda *_: None)
-    ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, labels, SolveConfig(device="cpu"))
+    ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
     ctx.matcher.use_embeddings = False
     test = tiny_world["test"]
     test = test[test["class_name"].isin(list("012345"))]

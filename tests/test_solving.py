@@ -8,10 +8,8 @@ import pandas as pd
 import pytest
 
 from mll.chco import Problem, solve_exact, solve_heuristic
-from mll.config import LabelParams
 from mll.images import open_image
 from mll.matching import MatchError, Matcher, normalise
-from mll.pipeline import label_stage
 from mll.solve import Context, SolveConfig, plan, predict
 
 
@@ -110,12 +108,8 @@ def test_broad_head_beats_two_narrow_ones_when_labels_say_so():
 
 # --- the tiny labeled hub ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ctx(tiny_world, tmp_path_factory):
-    labels = tmp_path_factory.mktemp("labels")
-    label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root,
-                probe_path=tiny_world["probe"], sdag_path=tiny_world["sdag"], labels_root=labels,
-                summary_path=None, log=lambda *_: None)
-    c = Context.load(tiny_world["sdag"], tiny_world["hub"].root, labels, SolveConfig(device="cpu"))
+def ctx(tiny_world, tiny_labels):
+    c = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
     c.matcher.use_embeddings = False
     return c
 

@@ -39,7 +39,7 @@ from mll.sdag import SDAG
 from mll.solve import Context, Plan, covering_models, evaluate, plan
 
 METHODS = ("mll", "single", "uniform", "random", "top1", "ungated", "static", "oracle", "clip")
-GROWTH_METHODS = ("mll", "uniform", "top1", "single")
+GROWTH_METHODS = ("mll", "uniform", "top1")
 _SYNSET_NAME = re.compile(r"^[a-z0-9_\-'.]+\.n\.\d\d$")
 
 

@@ -64,6 +64,10 @@ class LabelIndex:
 
     def subset(self, models: list[str]) -> "LabelIndex":
         """The index restricted to `models` (a sub-hub), sharing the loaded labels: nothing is re-read."""
+        key = tuple(sorted(set(models)))
+        cached = self.__dict__.setdefault("_subsets", {}).get(key)
+        if cached is not None:  # the growth curve solves every task over the same sub-hub
+            return cached
         keep = set(models)
         unknown = keep - set(self.summaries)
         if unknown:
@@ -74,6 +78,9 @@ class LabelIndex:
         sub.nodes = self.nodes[self.nodes["model"].isin(keep)].reset_index(drop=True)
         sub._by_node = sub.nodes.groupby("node").indices if len(sub.nodes) else {}
         sub._labels = self._labels
+        if len(self._subsets) > 64:
+            self._subsets.clear()
+        self._subsets[key] = sub
         return sub
 
     def covered_nodes(self) -> set[str]:
@@ -215,8 +222,22 @@ class ScoreBank:
         return self.gate(model) * self.subtree_prob(model, node, exclude)
 
 
+_COLS_CACHE: dict = {}
+
+
 def head_columns(card, node: str, sdag: SDAG, exclude: tuple[str, ...] | list[str] = ()) -> list[int]:
     """Indices of a card's head classes under `node`, minus those under nested targets `exclude`."""
+    # a 1000-class head walks 1000 ancestor sets per call; baselines and sub-hubs repeat the same calls
+    key = (id(sdag), card.name, card.weights_sha256, len(card.synsets), node, tuple(exclude))
+    hit = _COLS_CACHE.get(key)
+    if hit is None:
+        if len(_COLS_CACHE) > 100_000:
+            _COLS_CACHE.clear()
+        hit = _COLS_CACHE[key] = _head_columns(card, node, sdag, exclude)
+    return list(hit)
+
+
+def _head_columns(card, node: str, sdag: SDAG, exclude) -> list[int]:
     if node not in sdag:
         return []
     out = []

@@ -340,6 +340,11 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
     print("selection:")
     _print_selection(_selection_from(rep["details"]), a.explain)
+    ad = rep.get("adaptation")
+    if ad:
+        what = (f"reweighted the node data (effective {ad['effective_node_images']:.0f} node images)" if ad["reweighted"]
+                else "node data kept as is")
+        print(f"adaptation: task images vs node data AUROC {ad['auroc']:.3f} (z {ad['z']:.1f}): {what}")
     if rep["skipped_images"]:
         print(f"skipped {len(rep['skipped_images'])} unreadable image(s): " + "; ".join(list(rep["skipped_images"].values())[:3]))
     _write_json(rep, a.json)
