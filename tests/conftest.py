@@ -120,3 +120,21 @@ def tiny_labels(tiny_world, tmp_path_factory) -> Path:
     label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root, probe_path=tiny_world["probe"],
                 sdag_path=tiny_world["sdag"], labels_root=labels, summary_path=None, log=lambda *_: None)
     return labels
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> tuple[str, Path]:
+    """A tiny open_clip architecture with random weights saved as a checkpoint: (model name, file)."""
+    import json
+
+    import open_clip
+    import torch
+
+    root = tmp_path_factory.mktemp("clip")
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (root / "tiny-clip-test.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(root / "tiny-clip-test.json"))
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("tiny-clip-test").state_dict(), root / "tiny.pt")
+    return "tiny-clip-test", root / "tiny.pt"

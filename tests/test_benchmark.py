@@ -189,25 +189,15 @@ def test_benchmark_params_are_validated(tmp_path):
     assert BenchmarkParams().methods == METHODS and np.all(np.diff(BenchmarkParams().growth_sizes) > 0)
 
 
-def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tmp_path):
+def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tiny_clip):
     """The CLIP row is measured, not invented: with a configured open_clip checkpoint (a tiny
-    random-weight model written here) the cell runs it over every class name."""
+    random-weight model written by the fixture) the cell runs it over every class name."""
     from dataclasses import replace
-
-    import open_clip
-    import torch
 
     from mll.patch import PatchConfig
 
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "tiny-clip-bench.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(str(tmp_path / "tiny-clip-bench.json"))
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("tiny-clip-bench").state_dict(), tmp_path / "tiny.pt")
     ctx = world["ctx"]
-    c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig("tiny-clip-bench", str(tmp_path / "tiny.pt"), "cpu")),
-                 patch=None)
+    c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu")), patch=None)
     cell = run_cell(c2, six, "clip", OutputCache())
     assert cell["status"] == "ok" and cell["models"] == ["patch"] and 0.0 <= cell["accuracy"] <= 1.0
-    assert "tiny-clip-bench" in cell["detail"] and set(cell["per_class"]) == set(six.classes)
+    assert tiny_clip[0] in cell["detail"] and set(cell["per_class"]) == set(six.classes)

@@ -151,22 +151,12 @@ def test_uncovered_class_without_patch_is_flagged_not_dropped(ctx, tiny_world):
     assert probs.shape == (4, 3) and (probs[:, 2] == 0).all()
 
 
-def test_uncovered_class_with_a_tiny_open_clip_patch(ctx, tiny_world, tmp_path):
-    import open_clip
-    import torch
-
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "tiny-clip-test.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(str(tmp_path / "tiny-clip-test.json"))
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("tiny-clip-test").state_dict(), tmp_path / "tiny.pt")
+def test_uncovered_class_with_a_tiny_open_clip_patch(ctx, tiny_world, tiny_clip):
     from dataclasses import replace
 
     from mll.patch import PatchConfig
 
-    c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig("tiny-clip-test", str(tmp_path / "tiny.pt"), "cpu")),
-                 patch=None)
+    c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu")), patch=None)
     p = plan(c2, ["0", "3", "car"])
     assert p.selection.classes[2].patched and p.uncovered == [2]
     probs, _ = predict(c2, p, [open_image(u) for u in tiny_world["test"]["uri"][:5]])
