@@ -11,8 +11,7 @@ apply_offline_defaults()
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from mll.config import load_raw, load_section  # noqa: E402
-from mll.solve import Context, SolveConfig, evaluate_folder  # noqa: E402
+from mll.solve import Context, evaluate_folder, load_solve_config  # noqa: E402
 
 _CTX: dict = {}
 
@@ -20,8 +19,7 @@ _CTX: dict = {}
 def _context(params_file: str, hub: str, labels: str, sdag: str) -> Context:
     key = (params_file, hub, labels, sdag)
     if key not in _CTX:  # one context per worker process: SDAG, labels and matcher load once
-        cfg = load_section("solve", SolveConfig, params_file) if "solve" in load_raw(params_file) else SolveConfig()
-        _CTX[key] = Context.load(sdag, hub, labels, cfg)
+        _CTX[key] = Context.load(sdag, hub, labels, load_solve_config(params_file))
     return _CTX[key]
 
 

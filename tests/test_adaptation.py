@@ -68,3 +68,21 @@ def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
     assert rep["accuracy"] > 0.6
     off = evaluate(ctx, plan(ctx, names, cfg=SolveConfig(device="cpu", adapt=False)), images, y)
     assert off["adaptation"] is None
+
+
+def test_adaptation_does_not_run_the_selected_models_twice(tiny_world, tiny_labels, monkeypatch):
+    """The candidates' run on the task's images doubles as the selected models' run (no cache given)."""
+    from mll.hub import Hub
+    from mll.images import open_image
+    from mll.solve import Context, SolveConfig, evaluate, plan
+
+    ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
+    ctx.matcher.use_embeddings = False
+    test = tiny_world["test"][tiny_world["test"]["class_name"].isin(list("012345"))]
+    loads: list[str] = []
+    real = Hub.load
+    monkeypatch.setattr(Hub, "load", lambda self, name, **k: loads.append(name) or real(self, name, **k))
+    names = [str(d) for d in range(6)]
+    evaluate(ctx, plan(ctx, names), [open_image(u) for u in test["uri"]],
+             np.asarray([names.index(c) for c in test["class_name"]]))
+    assert sorted(loads) == ["high", "low"]  # each model loaded (and run) once

@@ -265,23 +265,22 @@ def _oracle(ctx: Context, task: BenchTask, cell: dict, cache: OutputCache, oracl
     col = {c: i for i, c in enumerate(card.class_names)}
     # a coarse class's probability is the sum over its member classes (the oracle knows the fine ones)
     probs = np.stack([p_fine[:, [col[m] for _, m in task.members[c] if m in col]].sum(1) for c in task.classes], 1)
-    pred = probs.argmax(1)
-    cell.update(accuracy=round(float((pred == task.y).mean()), 4), models=[name],
-                answered_by={c: [name] for c in task.classes},
-                per_class={c: float((pred[task.y == k] == k).mean()) if (task.y == k).any() else None
-                           for k, c in enumerate(task.classes)},
-                detail=f"{card.architecture} trained on {task.oracle} expert_train "
-                       f"(val accuracy {card.provenance.get('metrics', {}).get('val_accuracy')})")
+    _score(cell, task, probs, name, f"{card.architecture} trained on {task.oracle} expert_train "
+                                    f"(val accuracy {card.provenance.get('metrics', {}).get('val_accuracy')})")
 
 
 def _clip(ctx: Context, task: BenchTask, cell: dict) -> None:
     if not ctx.cfg.patch.model:
         cell.update(status="skipped", reason="no open_clip checkpoint configured (set solve.patch.model/pretrained)")
         return
-    probs = ctx.get_patch().probs(task.images(), task.classes)
+    _score(cell, task, ctx.get_patch().probs(task.images(), task.classes), "patch", ctx.get_patch().name)
+
+
+def _score(cell: dict, task: BenchTask, probs: np.ndarray, model: str, detail: str) -> None:
+    """Fill a cell answered by one model over every class from its (N, K) probabilities."""
     pred = probs.argmax(1)
-    cell.update(accuracy=round(float((pred == task.y).mean()), 4), models=["patch"],
-                answered_by={c: ["patch"] for c in task.classes}, detail=ctx.get_patch().name,
+    cell.update(accuracy=round(float((pred == task.y).mean()), 4), models=[model],
+                answered_by={c: [model] for c in task.classes}, detail=detail,
                 per_class={c: float((pred[task.y == k] == k).mean()) if (task.y == k).any() else None
                            for k, c in enumerate(task.classes)})
 
@@ -365,13 +364,11 @@ def log_cell(cell: dict, task: BenchTask, enabled: bool = True) -> None:
 def load_state(params_file: str, hub: str, labels: str, sdag: str, manifest: str, oracles: str,
                cache_dir: str | None = ".cache/outputs") -> dict:
     """Everything a benchmark cell needs, loaded once: params, solve context, tasks, output cache."""
-    from mll.config import load_raw, load_section
+    from mll.solve import load_solve_config
     from mll.splits import read_manifest
-    from mll.solve import SolveConfig
 
     bp = load_params(params_file)
-    cfg = load_section("solve", SolveConfig, Path(params_file)) if "solve" in load_raw(Path(params_file)) else SolveConfig()
-    ctx = Context.load(Path(sdag), Path(hub), Path(labels), cfg)
+    ctx = Context.load(Path(sdag), Path(hub), Path(labels), load_solve_config(params_file))
     tasks = build_tasks(bp.tasks, read_manifest(Path(manifest)), ctx.sdag, bp, set(bp.oracles))
     return {"params": bp, "ctx": ctx, "tasks": {t.name: t for t in tasks},
             "cache": OutputCache(Path(cache_dir) if cache_dir else None)}

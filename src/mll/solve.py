@@ -42,6 +42,13 @@ class SolveConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
 
 
+def load_solve_config(params_file: Path | str) -> SolveConfig:
+    """The `solve` section of a params file, or the defaults when it has none."""
+    from mll.config import load_raw, load_section
+
+    return load_section("solve", SolveConfig, Path(params_file)) if "solve" in load_raw(Path(params_file)) else SolveConfig()
+
+
 @dataclass
 class Context:
     sdag: SDAG
@@ -163,7 +170,6 @@ def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCac
     run twice); returns `p` itself when there is nothing to adapt or no domain shift is detected.
     """
     from mll.adaptation import domain_weights
-    from mll.experts import batch_size_for
 
     cfg = p.cfg or ctx.cfg
     if p.bank is None or p.y is None or not len(p.y) or not images:
@@ -171,11 +177,8 @@ def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCac
     models = sorted({d["model"] for c in p.selection.classes for d in c.candidates})
     if not models:
         return p
-    order = sorted(models, key=lambda m: (repr(ctx.cards[m].input), m))
-    loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
     lse: dict = {}
-    logp, _, _ = run_models(images, loaders, ctx.label_cfg, {}, batch_size_for(cfg.device, cfg.batch_size,
-                            cfg.gpu_batch_size), None, cache, keys, {m: ctx.cards[m].weights_sha256 for m in order}, lse)
+    logp, _, _ = _run(ctx, cfg, models, images, {}, cache=cache, keys=keys, lse_out=lse)
     dw = domain_weights({m: p.bank.logp(m) for m in models}, {m: p.bank.lse(m) for m in models}, logp, lse)
     if dw.weights is None:
         p.adaptation = dw.to_dict()
@@ -184,6 +187,30 @@ def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCac
     q.adaptation = dw.to_dict()
     q.seconds += p.seconds
     return q
+
+
+def with_adaptation(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCache | None = None,
+                    keys: list[str] | None = None) -> tuple[Plan, OutputCache | None, list[str] | None]:
+    """`adapt` when the plan's settings ask for it, with a cache so that the selected models, which
+    the adaptation already ran as candidates, do not run again in `predict`."""
+    if not (p.cfg or ctx.cfg).adapt:
+        return p, cache, keys
+    if cache is None:
+        cache, keys = OutputCache(), [f"#{i}" for i in range(len(images))]
+    return adapt(ctx, p, images, cache, keys), cache, keys
+
+
+def _run(ctx: Context, cfg: SolveConfig, models: Sequence[str], images: Sequence[Image.Image], summaries: dict,
+         progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
+         keys: list[str] | None = None, lse_out: dict | None = None) -> tuple[dict, dict, dict]:
+    """`run_models` over hub models, grouped by input config so each preprocessing is computed once."""
+    from mll.experts import batch_size_for
+
+    order = sorted(models, key=lambda m: (repr(ctx.cards[m].input), m))
+    loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
+    return run_models(images, loaders, ctx.label_cfg, summaries, batch_size_for(cfg.device, cfg.batch_size,
+                      cfg.gpu_batch_size), progress, cache, keys, {m: ctx.cards[m].weights_sha256 for m in order},
+                      lse_out)
 
 
 def covering_models(index: LabelIndex, node: str | None) -> list[str]:
@@ -206,15 +233,8 @@ def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
     info: dict = {"model_seconds": {}}
     p_exp = None
     if p.combiner is not None and p.covered:
-        # grouped by input config, so each preprocessing variant is computed once
-        order = sorted(p.combiner.models, key=lambda m: (repr(ctx.cards[m].input), m))
-        loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
         summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
-        from mll.experts import batch_size_for
-
-        bs = batch_size_for(cfg.device, cfg.batch_size, cfg.gpu_batch_size)
-        hashes = {m: ctx.cards[m].weights_sha256 for m in order}
-        logp, gates, secs = run_models(images, loaders, ctx.label_cfg, summaries, bs, progress, cache, keys, hashes)
+        logp, gates, secs = _run(ctx, cfg, p.combiner.models, images, summaries, progress, cache, keys)
         if not cfg.use_gates:
             gates = {m: np.ones(len(images)) for m in gates}
         info["model_seconds"] = secs
@@ -264,8 +284,7 @@ def evaluate(ctx: Context, p: Plan, images: Sequence[Image.Image], y: np.ndarray
              cache: OutputCache | None = None, keys: list[str] | None = None) -> dict:
     """Accuracy report of plan `p` on labelled images (y = class index per image): what `mll eval`
     prints, and what the benchmark records for every method."""
-    if (p.cfg or ctx.cfg).adapt:
-        p = adapt(ctx, p, images, cache, keys)
+    p, cache, keys = with_adaptation(ctx, p, images, cache, keys)
     probs, info = predict(ctx, p, images, progress, cache, keys)
     y = np.asarray(y)
     # an image no selected head can score (all-zero row) is abstained on, so counted wrong
@@ -302,9 +321,11 @@ def solve_folder(ctx: Context, class_names: Sequence[str], images_dir: Path, pro
     p = plan(ctx, class_names)
     paths = list_images(images_dir)
     images, ok, skipped = _open_all(paths)
-    if images and (p.cfg or ctx.cfg).adapt:
-        p = adapt(ctx, p, images)
-    probs, _ = predict(ctx, p, images, progress) if images else (np.zeros((0, len(p.names))), {})
+    if not images:
+        probs = np.zeros((0, len(p.names)))
+    else:
+        p, cache, keys = with_adaptation(ctx, p, images)
+        probs, _ = predict(ctx, p, images, progress, cache, keys)
     rows = []
     for j, i in enumerate(ok):
         k = int(probs[j].argmax())
