@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: setup  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included
 	@start=$$(date +%s); bash scripts/with_prefect.sh dvc repro && \
-	$(BIN)/python -m mll.report --cells reports/benchmark/cells.json --out reports --readme README.md && \
+	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --out reports --readme README.md && \
 	echo "done in $$(( $$(date +%s) - start )) s: reports/benchmark.md holds the results (also in README.md);" \
 	     "browse runs with: mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
 

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from mll.config import LabelParams, load_section
-from mll.hub import Hub
-from mll.pipeline import label_one
+from mll.hub.store import Hub
+from mll.labels.run import label_one
 
 
 def run(models: list[str] | None = None) -> dict:
-    params = load_section("label", LabelParams)
+    params = load_section("label")
     params = LabelParams(**{**params.__dict__, "track": False})
     names = models or Hub().names()
     rows = []

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mll.chco import select
-from mll.synthetic import SyntheticIndex, synthetic_sdag
+from mll.solve.chco import select
+from mll.bench.synthetic import SyntheticIndex, synthetic_sdag
 
 
 def _rss_mb() -> float:
@@ -40,8 +40,8 @@ def _time_select(index, sdag, targets, solver: str) -> tuple[float, float]:
 
 
 def matching_time(n_names: int = 100) -> float | None:
-    from mll.matching import Matcher
-    from mll.sdag import SDAG
+    from mll.solve.matching import Matcher
+    from mll.data.sdag import SDAG
 
     path = Path("data/sdag")
     if not (path / "sdag.json").is_file():

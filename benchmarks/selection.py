@@ -8,14 +8,14 @@ import time
 
 import numpy as np
 
-from mll.chco import select, solve_exact, solve_heuristic
-from mll.synthetic import SyntheticIndex, synthetic_sdag
+from mll.solve.chco import select, solve_exact, solve_heuristic
+from mll.bench.synthetic import SyntheticIndex, synthetic_sdag
 
 
 def _random_problem(rng, k: int, models: int, per_class: int = 3, max_heads: int = 2, cost: float = 0.01):
     import itertools
 
-    from mll.chco import Problem
+    from mll.solve.chco import Problem
 
     names = [f"m{i}" for i in range(models)]
     options, acc = [], []

@@ -10,7 +10,7 @@ apply_offline_defaults()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from mll.pipeline import import_imagenet_stage, train_expert_stage  # noqa: E402
+from mll.hub.build import import_imagenet_stage, train_expert_stage  # noqa: E402
 
 
 @task(name="train-expert")

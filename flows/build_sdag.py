@@ -11,7 +11,7 @@ apply_offline_defaults()
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from mll.config import SdagParams, load_section  # noqa: E402
-from mll.pipeline import sdag_stage  # noqa: E402
+from mll.data.stages import sdag_stage  # noqa: E402
 
 
 @task(name="build-and-save-sdag")
@@ -22,7 +22,7 @@ def build_and_save(params: SdagParams, out: str) -> int:
 @flow(name="build-sdag")
 def build_sdag_flow(out: str = "data/sdag", params_file: str = "params.yaml") -> int:
     """Build the SDAG with the `sdag` section of params.yaml; returns the node count."""
-    return build_and_save(load_section("sdag", SdagParams, params_file), out)
+    return build_and_save(load_section("sdag", params_file), out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ apply_offline_defaults()
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from mll.config import DataParams, load_section  # noqa: E402
-from mll.pipeline import data_stage  # noqa: E402
+from mll.data.stages import data_stage  # noqa: E402
 
 
 @task(name="split-and-validate")
@@ -23,7 +23,7 @@ def split_and_validate(params: DataParams, out: str, summary: str) -> dict:
 def prepare_data_flow(out: str = "data/splits", summary: str = "reports/data_summary.json",
                       params_file: str = "params.yaml") -> dict:
     """Split every configured dataset into expert_train / probe / target_test manifests."""
-    return split_and_validate(load_section("data", DataParams, params_file), out, summary)
+    return split_and_validate(load_section("data", params_file), out, summary)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Flow `evaluate`: the mll-offline benchmark grid (DVC stage `benchmark`).
 
 One Prefect task per (task, method[, seed]) cell, then one per random sub-hub of the growth curve,
-so a large grid can fan out over workers. Every cell goes through `mll.benchmark.run_cell`, which
+so a large grid can fan out over workers. Every cell goes through `mll.bench.run.run_cell`, which
 solves with the same `mll.solve.evaluate` path as `mll eval`, and is one MLflow run in experiment
-`benchmark`. Writes the raw cells document that `mll.report` turns into the report.
+`benchmark`. Writes the raw cells document that `mll.bench.report` turns into the report.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from mll import benchmark as bm  # noqa: E402
+from mll.bench import run as bm  # noqa: E402
 
 _STATE: dict = {}
 _LOCK = threading.Lock()  # one loader; MLflow's fluent API keeps one active run per process

@@ -19,8 +19,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from mll.config import LabelParams, load_section  # noqa: E402
-from mll.hub import Hub  # noqa: E402
-from mll.pipeline import finish_label_stage, label_one  # noqa: E402
+from mll.hub.store import Hub  # noqa: E402
+from mll.labels.run import finish_label_stage, label_one  # noqa: E402
 
 
 @task(name="label-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -61,7 +61,7 @@ def label_hub_flow(models: list[str] | None = None, force: bool = False, params_
                    device: str | None = None, batch_size: int | None = None, concurrency: int | None = None,
                    task_runner: str | None = None, dask_address: str | None = None) -> dict:
     """Label the hub's models (all, or `models`); unchanged models are skipped."""
-    params = load_section("label", LabelParams, params_file)
+    params = load_section("label", params_file)
     overrides = {k: v for k, v in dict(device=device, batch_size=batch_size, concurrency=concurrency,
                                          task_runner=task_runner, dask_address=dask_address).items() if v is not None}
     params = replace(params, **overrides)

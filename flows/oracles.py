@@ -15,7 +15,7 @@ apply_offline_defaults()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from mll.benchmark import train_oracle  # noqa: E402
+from mll.bench.run import train_oracle  # noqa: E402
 
 
 @task(name="train-oracle")

@@ -11,7 +11,8 @@ apply_offline_defaults()
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from mll.solve import Context, evaluate_folder, load_solve_config  # noqa: E402
+from mll.config import load_section  # noqa: E402
+from mll.solve.task import Context, evaluate_folder  # noqa: E402
 
 _CTX: dict = {}
 
@@ -19,7 +20,7 @@ _CTX: dict = {}
 def _context(params_file: str, hub: str, labels: str, sdag: str) -> Context:
     key = (params_file, hub, labels, sdag)
     if key not in _CTX:  # one context per worker process: SDAG, labels and matcher load once
-        _CTX[key] = Context.load(sdag, hub, labels, load_solve_config(params_file))
+        _CTX[key] = Context.load(sdag, hub, labels, load_section("solve", params_file))
     return _CTX[key]
 
 

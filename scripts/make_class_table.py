@@ -1,5 +1,5 @@
 import csv
-from mll.wordnet import get_wordnet, wnid
+from mll.data.wordnet import get_wordnet, wnid
 wn = get_wordnet()
 T = {
  "fashion_mnist": [("T-shirt/top","jersey.n.03"),("Trouser","trouser.n.01"),("Pullover","pullover.n.01"),("Dress","dress.n.01"),("Coat","coat.n.01"),("Sandal","sandal.n.01"),("Shirt","shirt.n.01"),("Sneaker","gym_shoe.n.01"),("Bag","bag.n.04"),("Ankle boot","boot.n.01")],

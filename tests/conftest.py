@@ -27,16 +27,16 @@ TEST_VOCAB_NAMES = [
 
 @pytest.fixture(scope="session")
 def wordnet():
-    from mll.wordnet import get_wordnet
+    from mll.data.wordnet import get_wordnet
 
     return get_wordnet()
 
 
 @pytest.fixture(scope="session")
 def small_sdag(wordnet):
-    from mll.sdag import build_sdag
+    from mll.data.sdag import build_sdag
 
-    from mll.wordnet import wnid
+    from mll.data.wordnet import wnid
 
     return build_sdag([wnid(wordnet.synset(n)) for n in TEST_VOCAB_NAMES])
 
@@ -89,10 +89,10 @@ def tiny_world(tmp_path_factory, small_sdag):
     import pandas as pd
 
     from mll.config import SplitSizes
-    from mll.datasets import load_dataset
-    from mll.hub import Hub
-    from mll.splits import split_dataset
-    from mll.training import ExpertSpec, train_expert
+    from mll.data.datasets import load_dataset
+    from mll.hub.store import Hub
+    from mll.data.splits import split_dataset
+    from mll.hub.training import ExpertSpec, train_expert
 
     root = tmp_path_factory.mktemp("world")
     digits = split_dataset(load_dataset("digits"), SplitSizes(expert_train=80, probe=12, target_test=10), seed=0)
@@ -114,7 +114,7 @@ def tiny_world(tmp_path_factory, small_sdag):
 def tiny_labels(tiny_world, tmp_path_factory) -> Path:
     """The tiny hub labeled once per session (read-only for the tests that solve with it)."""
     from mll.config import LabelParams
-    from mll.pipeline import label_stage
+    from mll.labels.run import label_stage
 
     labels = tmp_path_factory.mktemp("tiny_labels")
     label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root, probe_path=tiny_world["probe"],

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mll.adaptation import W_MAX, W_MIN, domain_weights
-from mll.chco import _auc
+from mll.solve.adaptation import W_MAX, W_MIN, domain_weights
+from mll.labels.scores import auroc as _auc
 
 
 def _outputs(rng, n, centre, c=5):
@@ -52,8 +52,9 @@ def test_weighted_auc_is_the_auc_of_repeated_images():
 def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
     """End to end on the tiny hub: the probe pools digits and clothes; a digits task is adapted or
     not, and either way the report says what was measured."""
-    from mll.images import open_image
-    from mll.solve import Context, SolveConfig, evaluate, plan
+    from mll.data.images import open_image
+    from mll.config import SolveParams as SolveConfig
+    from mll.solve.task import Context, evaluate, plan
 
     ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
     ctx.matcher.use_embeddings = False
@@ -72,9 +73,10 @@ def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
 
 def test_adaptation_does_not_run_the_selected_models_twice(tiny_world, tiny_labels, monkeypatch):
     """The candidates' run on the task's images doubles as the selected models' run (no cache given)."""
-    from mll.hub import Hub
-    from mll.images import open_image
-    from mll.solve import Context, SolveConfig, evaluate, plan
+    from mll.hub.store import Hub
+    from mll.data.images import open_image
+    from mll.config import SolveParams as SolveConfig
+    from mll.solve.task import Context, evaluate, plan
 
     ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
     ctx.matcher.use_embeddings = False

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll.benchmark import (METHODS, BenchmarkParams, build_task, growth_cell, run_cell, sub_hubs,
+from mll.config import BenchmarkParams
+from mll.bench.run import (METHODS, build_task, growth_cell, run_cell, sub_hubs,
                            train_oracle)
-from mll.outputs import OutputCache
-from mll.solve import Context, SolveConfig
+from mll.solve.outputs import OutputCache
+from mll.config import SolveParams as SolveConfig
+from mll.solve.task import Context
 
 SIX = {"classes": {str(d): {"digits": [str(d)]} for d in range(6)}}
 
@@ -19,8 +21,8 @@ SIX = {"classes": {str(d): {"digits": [str(d)]} for d in range(6)}}
 def world(tiny_world, tiny_labels, tmp_path_factory):
     """The tiny hub labeled, a target_test manifest, and a params file with a benchmark section."""
     from mll.config import SplitSizes
-    from mll.datasets import load_dataset
-    from mll.splits import split_dataset
+    from mll.data.datasets import load_dataset
+    from mll.data.splits import split_dataset
 
     root = tmp_path_factory.mktemp("bench")
     labels = tiny_labels
@@ -82,7 +84,7 @@ def six(world, small_sdag):
 
 
 def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
-    from mll.solve import evaluate_folder
+    from mll.solve.task import evaluate_folder
 
     ctx, cache = world["ctx"], OutputCache()
     cells = {m: run_cell(ctx, six, m, cache, seed=0 if m == "random" else None, oracle_hub=tmp_path / "none")
@@ -102,14 +104,14 @@ def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
     for uri, k in zip(six.uris, six.y):
         d = folder / six.classes[k]
         d.mkdir(parents=True, exist_ok=True)
-        from mll.images import open_image
+        from mll.data.images import open_image
 
         open_image(uri).save(d / f"{len(list(d.iterdir()))}.png")
     assert evaluate_folder(ctx, folder)["accuracy"] == pytest.approx(mll["accuracy"], abs=1e-4)
 
 
 def test_output_cache_runs_each_model_once_and_persists(world, six, tmp_path, monkeypatch):
-    from mll.hub import Hub
+    from mll.hub.store import Hub
 
     first = run_cell(world["ctx"], six, "mll", OutputCache(tmp_path / "out"))
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "out").glob("*.npz")) == ["high", "low"]
@@ -151,7 +153,7 @@ def test_sub_hubs_and_growth(world, six, small_sdag):
 @pytest.mark.slow
 def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_path, monkeypatch):
     from flows.evaluate import evaluate_flow
-    from mll.report import write_report
+    from mll.bench.report import write_report
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     train_oracle("digits", world["params"], world["train"], tmp_path / "oracles", log=lambda *_: None)
@@ -177,7 +179,7 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
 
 
 def test_benchmark_params_are_validated(tmp_path):
-    from mll.benchmark import load_params
+    from mll.bench.run import load_params
 
     p = tmp_path / "params.yaml"
     p.write_text("benchmark:\n  methods: [mll, magic]\n  tasks: {a: {source: digits}}\n")
@@ -194,7 +196,7 @@ def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tiny_clip):
     random-weight model written by the fixture) the cell runs it over every class name."""
     from dataclasses import replace
 
-    from mll.patch import PatchConfig
+    from mll.config import PatchParams as PatchConfig
 
     ctx = world["ctx"]
     c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu")), patch=None)

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mll import datasets as D
-from mll.images import ImageError, open_image, split_uri, uri_exists
+from mll.data import datasets as D
+from mll.data.images import ImageError, open_image, split_uri, uri_exists
 from mll.paths import data_dir
-from mll.wordnet import synset_from_wnid
+from mll.data.wordnet import synset_from_wnid
 
 
 

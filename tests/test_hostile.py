@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mll.images import ImageError, open_image
-from mll.matching import MatchError, Matcher
+from mll.data.images import ImageError, open_image
+from mll.solve.matching import MatchError, Matcher
 
 
 def test_broken_images_are_refused_with_a_reason(tmp_path):
@@ -78,7 +78,7 @@ def test_chco_answers_every_coverable_class_with_hub_models(k, models, seed, cos
     """Random instances: each class with options gets one, options only name hub models, exact >= heuristic."""
     import itertools
 
-    from mll.chco import Problem, solve_exact, solve_heuristic
+    from mll.solve.chco import Problem, solve_exact, solve_heuristic
 
     rng = np.random.default_rng(seed)
     hub = [f"m{i}" for i in range(models)]

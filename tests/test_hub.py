@@ -12,11 +12,11 @@ import torch
 import yaml
 from PIL import Image
 
-from mll.cards import CardError, ExpertCard, HeadClass, InputConfig, card_from_dict, read_card, write_card
+from mll.hub.cards import CardError, ExpertCard, HeadClass, InputConfig, card_from_dict, read_card, write_card
 from mll.cli import main
-from mll.experts import UnsafeWeightsError, load_expert, load_state_dict, preprocess
-from mll.hub import Hub
-from mll.importers import AmbiguousClassError, import_efficientnet_lite, import_file, map_class_names
+from mll.hub.experts import UnsafeWeightsError, load_expert, load_state_dict, preprocess
+from mll.hub.store import Hub
+from mll.hub.sources import AmbiguousClassError, import_efficientnet_lite, import_file, map_class_names
 
 TINY = InputConfig(size=16, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from mll.config import LabelParams
-from mll.labeling import LabelConfig, ProbeSet, compute_label, label_key, read_label, read_summary
-from mll.pipeline import label_stage
-from mll.validation import ValidationError, check_label_table
+from mll.labels.compute import ProbeSet, compute_label, label_key
+from mll.labels.store import read_label, read_summary
+from mll.labels.run import label_stage
+from mll.data.validation import ValidationError, check_label_table
 
 NO_TRACK = LabelParams(track=False)
 
@@ -42,13 +43,14 @@ def test_label_layers_and_what_they_reveal(tiny_world, tmp_path, small_sdag):
     s = lab.summary
     assert s["gate_auroc"] > 0.5 and 0.05 < s["temperature"] < 20 and s["storage"] == "full"
     # the gate tells the expert's own domain from another dataset's images
-    from mll.labeling import _auroc, gate_score
+    from mll.labels.scores import auroc, gate_score
 
     probe = pd.read_parquet(tiny_world["probe"])
     g = gate_score(s["gate"], lab.logp.astype(np.float32), lab.lse)
     own = probe["class_name"].isin(["0", "1", "2"]).to_numpy() & (probe["dataset"] == "digits").to_numpy()
     other = (probe["dataset"] == "fashion_mnist").to_numpy()
-    assert _auroc(g[own | other], own[own | other]) > 0.65  # chance is 0.5; the demo hub reaches 0.78-0.94
+    sc, pos = g[own | other], own[own | other]
+    assert auroc(sc[pos], sc[~pos]) > 0.65  # chance is 0.5; the demo hub reaches 0.78-0.94
     assert s["in_domain_images"] == 36 and sum(s["store_bytes"].values()) > 0
     assert json.loads((tmp_path / "s.json").read_text())["labeled"] == 2
 
@@ -86,7 +88,7 @@ def test_wide_heads_store_top_k(tiny_world, small_sdag):
     card = tiny_world["hub"].card("low")
     probe = ProbeSet(pd.read_parquet(tiny_world["probe"]))
     logits = torch.randn(len(probe), 3)
-    cfg = LabelConfig(full_max_classes=2, top_k=2)
+    cfg = LabelParams(full_max_classes=2, top_k=2)
     lab = compute_label(card, logits, probe.synsets, probe.uris, probe.datasets, small_sdag, cfg, "k")
     assert lab.logp is None and lab.topk_idx.shape == (len(probe), 2) and lab.summary["storage"] == "top2"
     dense = lab.dense_logp(3)
@@ -211,7 +213,7 @@ def _hub_copy(tiny_world, dest):
 
 def test_a_corrupt_model_fails_alone(tiny_world, tmp_path):
     """A bit-flipped weight file: that model is refused by name, the rest of the hub is labeled."""
-    from mll.pipeline import LabelingFailed
+    from mll.labels.run import LabelingFailed
 
     hub = _hub_copy(tiny_world, tmp_path / "hub")
     w = hub / "high" / "weights.safetensors"

@@ -133,7 +133,7 @@ def test_label_hub_flow_on_a_two_worker_dask_cluster(prefect_server, tiny_world,
 def test_device_selection_falls_back_cleanly():
     import torch
 
-    from mll.experts import select_device
+    from mll.hub.experts import select_device
 
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -153,7 +153,7 @@ def test_labeling_on_cuda_with_mixed_precision(tiny_world, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     from mll.config import LabelParams
-    from mll.pipeline import label_one
+    from mll.labels.run import label_one
 
     r = label_one("low", LabelParams(device="cuda", track=False), hub_root=tiny_world["hub"].root,
                   probe_path=tiny_world["probe"], sdag_path=tiny_world["sdag"], labels_root=tmp_path,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mll.report import (
+from mll.bench.report import (
     answer_matrix,
     main,
     markdown,

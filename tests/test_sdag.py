@@ -1,7 +1,7 @@
 import pytest
 
 from mll.cli import main
-from mll.sdag import ROOT, SDAG, build_sdag
+from mll.data.sdag import ROOT, SDAG, build_sdag
 
 DOG, TABBY, CARNIVORE = "n02084071", "n02123045", "n02075296"
 

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll.chco import Problem, solve_exact, solve_heuristic
-from mll.images import open_image
-from mll.matching import MatchError, Matcher, normalise
-from mll.solve import Context, SolveConfig, plan, predict
+from mll.solve.chco import Problem, solve_exact, solve_heuristic
+from mll.data.images import open_image
+from mll.solve.matching import MatchError, Matcher, normalise
+from mll.config import SolveParams as SolveConfig
+from mll.solve.task import Context, plan, predict
 
 
 # --- matching ------------------------------------------------------------------------------------
@@ -33,8 +34,8 @@ def test_tricky_names(matcher, small_sdag):
 
 
 def test_context_decides_the_sense(wordnet):
-    from mll.sdag import build_sdag
-    from mll.wordnet import wnid
+    from mll.data.sdag import build_sdag
+    from mll.data.wordnet import wnid
 
     words = ["mouse", "keyboard", "monitor", "cat", "dog", "crane", "heron", "stork", "truck", "bulldozer"]
     g = build_sdag([wnid(s) for w in words for s in wordnet.synsets(w, pos="n")])
@@ -115,8 +116,8 @@ def ctx(tiny_world, tiny_labels):
 
 
 def test_selection_runs_no_model(ctx, monkeypatch):
-    from mll.experts import Expert
-    from mll.hub import Hub
+    from mll.hub.experts import Expert
+    from mll.hub.store import Hub
 
     def boom(*a, **k):
         raise AssertionError("selection must not run a model")
@@ -154,7 +155,7 @@ def test_uncovered_class_without_patch_is_flagged_not_dropped(ctx, tiny_world):
 def test_uncovered_class_with_a_tiny_open_clip_patch(ctx, tiny_world, tiny_clip):
     from dataclasses import replace
 
-    from mll.patch import PatchConfig
+    from mll.config import PatchParams as PatchConfig
 
     c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu")), patch=None)
     p = plan(c2, ["0", "3", "car"])

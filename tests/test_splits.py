@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from mll.config import DataParams, SplitSizes, load_section
-from mll.datasets import load_dataset
-from mll.pipeline import data_stage
-from mll.splits import SPLITS, make_splits, read_manifest, split_dataset
-from mll.validation import ValidationError, check_manifests
+from mll.data.datasets import load_dataset
+from mll.data.stages import data_stage
+from mll.data.splits import SPLITS, make_splits, read_manifest, split_dataset
+from mll.data.validation import ValidationError, check_manifests
 
 SMALL = DataParams(
     seed=3,
@@ -82,12 +82,24 @@ def test_data_stage_writes_manifests_and_summary(tmp_path):
 
 
 def test_params_file_loads_and_rejects_typos(tmp_path):
-    p = load_section("data", DataParams)
+    p = load_section("data")
     assert p.datasets["fashion_mnist"].probe > 0
     bad = tmp_path / "params.yaml"
     bad.write_text("data:\n  seed: 0\n  datsets: {}\n")
     with pytest.raises(ValueError, match="unknown key.*data.datsets"):
-        load_section("data", DataParams, bad)
+        load_section("data", bad)
+
     bad.write_text("data:\n  seed: zero\n")
     with pytest.raises(ValueError, match="data.seed must be int"):
-        load_section("data", DataParams, bad)
+        load_section("data", bad)
+
+
+def test_every_params_section_is_typed():
+    from mll.config import Params, load_params
+
+    p = load_params()
+    raw = __import__("yaml").safe_load(open("params.yaml"))
+    assert set(raw) == {f for f in Params.__dataclass_fields__}  # no untyped section
+    assert p.experts.trained["fmnist-footwear"].dataset == "fashion_mnist"
+    assert p.experts.imagenet["imagenet-lite0"].input_size == 160
+    assert p.benchmark.oracles["digits"].input_size == 16 and p.solve.patch.model is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mll.torchvision_formats import (
+from mll.data.torchvision_formats import (
     CIFAR10_CLASSES,
     STL10_CLASSES,
     UnsafePickleError,

@@ -3,11 +3,12 @@
 import pytest
 
 from mll.config import SplitSizes
-from mll.datasets import load_dataset
-from mll.hub import Hub
-from mll.pipeline import train_expert_stage
-from mll.splits import split_dataset
-from mll.training import spec_from_params
+from mll.data.datasets import load_dataset
+from mll.hub.store import Hub
+from mll.hub.build import train_expert_stage
+from mll.data.splits import split_dataset
+from mll.config import ExpertsParams, TrainedExpertParams, TrainOverrides, _build
+from mll.hub.training import spec_from_params
 
 
 @pytest.fixture
@@ -48,9 +49,13 @@ def test_train_one_expert_end_to_end_with_mlflow(tmp_path, manifest, monkeypatch
 def test_unknown_classes_and_keys_are_clear_errors(manifest):
     import pandas as pd
 
-    from mll.training import ExpertSpec, train_expert
+    from mll.hub.training import ExpertSpec, train_expert
 
     with pytest.raises(ValueError, match=r"classes \['eleven'\] have no expert_train images"):
         train_expert(ExpertSpec("x", "digits", ("0", "eleven")), pd.read_parquet(manifest), Hub("/nonexistent"))
-    with pytest.raises(ValueError, match="unknown key"):
-        spec_from_params("x", {"dataset": "digits", "classes": ["0"], "epoch": 3}, {})
+    with pytest.raises(ValueError, match=r"unknown key.*experts\.trained\.x\.epoch"):
+        _build(ExpertsParams, {"trained": {"x": {"dataset": "digits", "classes": ["0"], "epoch": 3}}}, "experts")
+    with pytest.raises(ValueError, match=r"experts\.trained\.x needs `classes`"):
+        _build(ExpertsParams, {"trained": {"x": {"dataset": "digits"}}}, "experts")
+    spec = spec_from_params("x", TrainedExpertParams(dataset="digits", classes=("0",), epochs=3), TrainOverrides(epochs=9, lr=0.1))
+    assert (spec.epochs, spec.lr, spec.batch_size) == (3, 0.1, ExpertSpec.batch_size)

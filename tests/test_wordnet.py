@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mll.wordnet import WordNetMissingError, is_wnid, prepare_wordnet, resolve_synset, synset_from_wnid, wnid
+from mll.data.wordnet import WordNetMissingError, is_wnid, prepare_wordnet, resolve_synset, synset_from_wnid, wnid
 
 
 def test_imagenet_wnids_resolve(wordnet):
@@ -37,7 +37,7 @@ def test_missing_debian_files_name_the_package(tmp_path: Path):
 
 
 def test_prepared_layout_has_lexnames(wordnet):
-    from mll.wordnet import default_nltk_dir
+    from mll.data.wordnet import default_nltk_dir
 
     root = default_nltk_dir() / "corpora" / "wordnet"
     lex = (root / "lexnames").read_text().splitlines()

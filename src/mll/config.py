@@ -50,9 +50,102 @@ class LabelParams:
     concurrency: int = 1  # models labeled at once (threads, or Dask workers)
     task_runner: str = "thread"  # thread | dask
     dask_address: str | None = None  # tcp://host:8786 of a running Dask scheduler (None: a local cluster)
-    full_max_classes: int = 256
-    top_k: int = 32
+    full_max_classes: int = 256  # heads up to this width store every log-probability
+    top_k: int = 32  # wider heads store the top-k log-probabilities + the log of the rest's mass
+    gate_folds: int = 2  # cross-validation folds for the gate's AUROC
     track: bool = True  # one MLflow run per labeled model (experiment `labeling`)
+
+
+# --- experts: how the demo hub is built -----------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class TrainOverrides:
+    """Training settings an expert (or an oracle) may set over `experts.defaults`; None = not set."""
+
+    arch: str | None = None  # a timm architecture name
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    input_size: int | None = None  # images are resized to this (8x8 digits are upscaled)
+    val_fraction: float | None = None  # held out of expert_train for the validation accuracy
+    seed: int | None = None
+    shift: int | None = None  # random translation (pixels) as augmentation
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOverrides)
+                if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainedExpertParams(TrainOverrides):
+    dataset: str
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImagenetExpertParams:
+    variant: str  # efficientnet-lite0 | -lite1 | -lite2 (packaged weights)
+    input_size: int | None = None  # run below the native size (EfficientNets accept any size)
+
+
+@dataclass(frozen=True)
+class ExpertsParams:
+    defaults: TrainOverrides = field(default_factory=TrainOverrides)
+    trained: dict[str, TrainedExpertParams] = field(default_factory=dict)
+    imagenet: dict[str, ImagenetExpertParams] = field(default_factory=dict)
+    track: bool = True  # MLflow run per trained expert, registered as mll-expert-<name>@hub
+
+
+# --- solving ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PatchParams:
+    model: str | None = None  # open_clip architecture, or local-dir:PATH
+    pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    prune: int = 3  # candidate heads kept per class after the statistics prune
+    max_heads: int = 2  # heads per class at most
+    cost_per_model: float = 0.01  # objective penalty per distinct model run
+    solver: str = "auto"  # auto | exact | heuristic
+    min_node_images: int = 5  # per class, to fit the stacking combiner
+    use_gates: bool = True  # False = the ablation without gates/calibration
+    max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
+    adapt: bool = True  # reweight node data towards the task's images before predicting (mll.solve.adaptation)
+    batch_size: int = 64
+    gpu_batch_size: int = 256  # used instead of batch_size on CUDA
+    device: str = "auto"
+    patch: PatchParams = field(default_factory=PatchParams)
+
+
+# --- the benchmark ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchmarkParams:
+    max_per_class: int = 40  # images per class at most (the ImageNet experts cost ~0.2 s an image on 2 cores)
+    seed: int = 0
+    random_seeds: int = 5  # seeds of the random-selection baseline
+    growth_sizes: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
+    growth_seeds: int = 5
+    growth_methods: tuple[str, ...] = ("mll", "uniform", "top1")  # keys of mll.bench.methods
+    methods: tuple[str, ...] = ("mll", "single", "uniform", "random", "top1", "ungated", "static", "oracle", "clip")
+    track: bool = True  # one MLflow run per (task, method) in experiment `benchmark`
+    workers: int = 1  # cells run at once (threads); 1 on 2 cores, where torch already uses both
+    oracles: dict[str, TrainOverrides] = field(default_factory=dict)  # dataset -> overrides of experts.defaults
+    tasks: dict[str, Any] = field(default_factory=dict)  # task name -> {source: dataset} | {classes: {...}}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml; a section the file lacks gets its defaults."""
+
+    data: DataParams = field(default_factory=DataParams)
+    sdag: SdagParams = field(default_factory=SdagParams)
+    experts: ExpertsParams = field(default_factory=ExpertsParams)
+    label: LabelParams = field(default_factory=LabelParams)
+    solve: SolveParams = field(default_factory=SolveParams)
+    benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -91,25 +184,39 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, raw: dict, where: str):
+def _build(cls: type, raw: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ValueError(f"params: unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; known: {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw]
+    if required:
+        raise ValueError(f"params: {where} needs {', '.join(f'`{r}`' for r in required)}")
     return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()})
 
 
-def load_section(section: str, cls: type, path: Path | None = None):
-    """Load `section` of params.yaml into the frozen dataclass `cls`."""
+def _read(path: Path | str | None) -> tuple[Path, dict]:
     path = Path(path or project_root() / "params.yaml")
+    if not path.is_file():
+        raise FileNotFoundError(f"params: no file {path}; run from the project folder or pass --params")
     raw = yaml.safe_load(path.read_text()) or {}
-    if section not in raw:
-        raise KeyError(f"params: {path} has no section {section!r}")
-    return _build(cls, raw[section] or {}, section)
+    if not isinstance(raw, dict):
+        raise ValueError(f"params: {path} must be a mapping of sections")
+    return path, raw
 
 
-def load_raw(path: Path | None = None) -> dict:
-    """The whole params.yaml as a plain dict."""
-    path = Path(path or project_root() / "params.yaml")
-    return yaml.safe_load(path.read_text()) or {}
+def load_params(path: Path | str | None = None) -> Params:
+    """The whole params file (default: the project's params.yaml), every section typed and checked."""
+    _, raw = _read(path)
+    return _build(Params, {k: v or {} for k, v in raw.items()}, "params")
+
+
+def load_section(section: str, path: Path | str | None = None) -> Any:
+    """One section of the params file, typed; its defaults when the file lacks it."""
+    if section not in {f.name for f in dataclasses.fields(Params)}:
+        raise KeyError(f"params: no section {section!r}; sections: {[f.name for f in dataclasses.fields(Params)]}")
+    _, raw = _read(path)
+    cls = typing.get_type_hints(Params)[section]
+    return _build(cls, raw.get(section) or {}, section)

@@ -33,35 +33,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mll.images import open_image
-from mll.outputs import OutputCache
-from mll.sdag import SDAG
-from mll.solve import Context, Plan, covering_models, evaluate, plan
+from mll.config import BenchmarkParams, load_section
+from mll.data.images import open_image
+from mll.solve.outputs import OutputCache
+from mll.data.sdag import SDAG
+from mll.solve.task import Context, Plan, covering_models, evaluate, plan
 
 METHODS = ("mll", "single", "uniform", "random", "top1", "ungated", "static", "oracle", "clip")
 GROWTH_METHODS = ("mll", "uniform", "top1")
 _SYNSET_NAME = re.compile(r"^[a-z0-9_\-'.]+\.n\.\d\d$")
 
 
-@dataclass(frozen=True)
-class BenchmarkParams:
-    max_per_class: int = 40  # images per class at most (the ImageNet experts cost ~0.2 s an image on 2 cores)
-    seed: int = 0
-    random_seeds: int = 5  # seeds of the random-selection baseline
-    growth_sizes: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
-    growth_seeds: int = 5
-    growth_methods: tuple[str, ...] = GROWTH_METHODS
-    methods: tuple[str, ...] = METHODS
-    track: bool = True  # one MLflow run per (task, method) in experiment `benchmark`
-    workers: int = 1  # cells run at once (threads); 1 on 2 cores, where torch already uses both
-    oracles: dict[str, Any] = field(default_factory=dict)  # dataset -> training overrides over experts.defaults
-    tasks: dict[str, Any] = field(default_factory=dict)  # task name -> {source: dataset} | {classes: {...}}
-
-
 def load_params(params_file: Path | str = "params.yaml") -> BenchmarkParams:
-    from mll.config import load_section
-
-    bp = load_section("benchmark", BenchmarkParams, Path(params_file))
+    bp = load_section("benchmark", Path(params_file))
     unknown = set(bp.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"params: benchmark.methods has unknown {sorted(unknown)}; known: {', '.join(METHODS)}")
@@ -120,7 +104,7 @@ def _members(name: str, entry, test: pd.DataFrame) -> dict[str, list[tuple[str, 
 def build_task(name: str, entry: dict, test: pd.DataFrame, sdag: SDAG, max_per_class: int, seed: int,
                oracle_datasets: set[str] = frozenset()) -> BenchTask:
     """Resolve a task entry against the target_test manifest (deterministic per-class sample)."""
-    from mll.wordnet import resolve_synset, wnid
+    from mll.data.wordnet import resolve_synset, wnid
 
     members = _members(name, entry, test)
     hit = np.zeros((len(test), len(members)), dtype=bool)
@@ -246,8 +230,8 @@ def run_cell(ctx: Context, task: BenchTask, method: str, cache: OutputCache, see
 
 
 def _oracle(ctx: Context, task: BenchTask, cell: dict, cache: OutputCache, oracle_hub: Path | None) -> None:
-    from mll.hub import Hub
-    from mll.reuse import run_models
+    from mll.hub.store import Hub
+    from mll.solve.reuse import run_models
 
     if task.oracle is None:
         cell.update(status="skipped", reason="no training data for this task's classes (no oracle)")
@@ -258,7 +242,7 @@ def _oracle(ctx: Context, task: BenchTask, cell: dict, cache: OutputCache, oracl
         cell.update(status="skipped", reason=f"oracle expert {name} not built (dvc repro oracles@{task.oracle})")
         return
     card = hub.card(name)
-    logp, _, _ = run_models(task.images(), {name: lambda: hub.load(name, device=ctx.cfg.device)}, ctx.label_cfg,
+    logp, _, _ = run_models(task.images(), {name: lambda: hub.load(name, device=ctx.cfg.device)},
                             {}, ctx.cfg.batch_size, cache=cache, keys=task.uris,
                             hashes={name: card.weights_sha256})
     p_fine = np.exp(logp[name])
@@ -292,11 +276,11 @@ def oracle_name(dataset: str) -> str:
 def train_oracle(dataset: str, params_file: Path | str, manifest: Path, out_root: Path, log=print):
     """Train the oracle expert for `dataset`: every class, on its whole expert_train split (the
     practical upper limit for tasks drawn from that dataset). Kept out of the hub (`oracles/`)."""
-    from mll.config import load_raw
-    from mll.hub import Hub
-    from mll.splits import read_manifest
+    from mll.config import TrainedExpertParams, load_params as load_all
+    from mll.data.splits import read_manifest
+    from mll.hub.store import Hub
+    from mll.hub.training import spec_from_params, train_expert
     from mll.tracking import start_run
-    from mll.training import spec_from_params, train_expert
 
     bp = load_params(params_file)
     if dataset not in bp.oracles:
@@ -306,9 +290,8 @@ def train_oracle(dataset: str, params_file: Path | str, manifest: Path, out_root
     if rows.empty:
         raise ValueError(f"oracle {dataset}: no expert_train images (is it under data.datasets?)")
     classes = list(rows.drop_duplicates("class_name").sort_values("label")["class_name"])
-    defaults = (load_raw(Path(params_file)).get("experts") or {}).get("defaults") or {}
-    spec = spec_from_params(oracle_name(dataset), {"dataset": dataset, "classes": classes, **(bp.oracles[dataset] or {})},
-                            defaults)
+    entry = TrainedExpertParams(dataset=dataset, classes=tuple(classes), **bp.oracles[dataset].given())
+    spec = spec_from_params(oracle_name(dataset), entry, load_all(params_file).experts.defaults)
     with start_run("experts", spec.name, enabled=bp.track) as tracker:
         card = train_expert(spec, rows, Hub(Path(out_root)), tracker, log=log)
     log(f"{spec.name}: val accuracy {card.provenance['metrics']['val_accuracy']:.3f} on {len(classes)} classes")
@@ -364,18 +347,17 @@ def log_cell(cell: dict, task: BenchTask, enabled: bool = True) -> None:
 def load_state(params_file: str, hub: str, labels: str, sdag: str, manifest: str, oracles: str,
                cache_dir: str | None = ".cache/outputs") -> dict:
     """Everything a benchmark cell needs, loaded once: params, solve context, tasks, output cache."""
-    from mll.solve import load_solve_config
-    from mll.splits import read_manifest
+    from mll.data.splits import read_manifest
 
     bp = load_params(params_file)
-    ctx = Context.load(Path(sdag), Path(hub), Path(labels), load_solve_config(params_file))
+    ctx = Context.load(Path(sdag), Path(hub), Path(labels), load_section("solve", params_file))
     tasks = build_tasks(bp.tasks, read_manifest(Path(manifest)), ctx.sdag, bp, set(bp.oracles))
     return {"params": bp, "ctx": ctx, "tasks": {t.name: t for t in tasks},
             "cache": OutputCache(Path(cache_dir) if cache_dir else None)}
 
 
 def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: float) -> dict:
-    """The raw benchmark results that `mll.report` summarises."""
+    """The raw benchmark results that `mll.bench.report` summarises."""
     return {"hub": state["ctx"].index.models, "tasks": {n: t.describe() for n, t in state["tasks"].items()},
             "cells": cells, "growth": growth, "seconds": round(seconds, 1)}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mll.images import ImageError, resolve_path
+from mll.data.images import ImageError, resolve_path
 from mll.paths import data_dir
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -77,7 +77,7 @@ def _with_table(name: str, uris, labels, parts) -> ImageSet:
 
 def fashion_mnist(root: Path = FASHION_ROOT) -> ImageSet:
     """Fashion-MNIST, 60k train + 10k test, from the Debian package's IDX files."""
-    from mll.images import read_idx
+    from mll.data.images import read_idx
 
     uris, labels, parts = [], [], []
     for part, stem in (("train", "train"), ("test", "t10k")):
@@ -151,7 +151,7 @@ def image_folder(root: Path, name: str | None = None) -> ImageSet:
 
 def cifar(root: Path, kind: str = "cifar10") -> ImageSet:
     """CIFAR-10 or CIFAR-100 from torchvision's on-disk layout under `root` (train + test)."""
-    from mll import torchvision_formats as tvf
+    from mll.data import torchvision_formats as tvf
 
     uris, labels, parts = [], [], []
     for part in ("train", "test"):
@@ -164,7 +164,7 @@ def cifar(root: Path, kind: str = "cifar10") -> ImageSet:
 
 def stl10(root: Path) -> ImageSet:
     """STL-10 (labelled train + test) from torchvision's binary layout under `root`."""
-    from mll import torchvision_formats as tvf
+    from mll.data import torchvision_formats as tvf
 
     uris, labels, parts = [], [], []
     for part in ("train", "test"):

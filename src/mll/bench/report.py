@@ -12,7 +12,7 @@ it into what people read and what DVC tracks:
 - `reports/plots/*.png` (`plots`): accuracy by task, growth with hub size, which model answers which
   class.
 
-`python -m mll.report --cells reports/benchmark/cells.json --out reports [--readme README.md]`.
+`python -m mll.bench.report --cells reports/benchmark/cells.json --out reports [--readme README.md]`.
 """
 
 from __future__ import annotations
@@ -563,8 +563,8 @@ def sync_readme(readme: Path, table_md: str, start: str = README_START, end: str
 
 # --- command line -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mll.report`: write the benchmark report (and the README block with --readme)."""
-    p = argparse.ArgumentParser(prog="python -m mll.report",
+    """`python -m mll.bench.report`: write the benchmark report (and the README block with --readme)."""
+    p = argparse.ArgumentParser(prog="python -m mll.bench.report",
                                 description="Benchmark cells JSON -> reports/benchmark.{json,md} and plots.")
     p.add_argument("--cells", type=Path, default=Path("reports/benchmark/cells.json"), help="the benchmark cells JSON")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (plots go under OUT/plots)")
@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = json.loads(a.cells.read_text())
             synced = sync_readme(a.readme, readme_block(summary, cells))
     except (OSError, ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-        print(f"mll.report: error: {exc}", file=sys.stderr)
+        print(f"mll.bench.report: error: {exc}", file=sys.stderr)
         return 2
     mll = summary["mean"].get("mll")
     ratio = summary["oracle"]["ratio"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mll.config import DataParams, SplitSizes
-from mll.datasets import ImageSet
+from mll.data.datasets import ImageSet
 
 SPLITS = ("expert_train", "probe", "target_test")
 COLUMNS = ["uri", "dataset", "part", "label", "class_name", "synset", "split"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mll.labeling import _gate_features
+from mll.labels.scores import auroc, gate_features
 
 W_MIN, W_MAX = 0.1, 10.0
 MIN_Z = 3.0  # the AUROC must exceed chance by this many null standard deviations to reweight
@@ -47,7 +47,7 @@ class DomainWeights:
 
 
 def _features(logp: dict[str, np.ndarray], lse: dict[str, np.ndarray], models: list[str]) -> np.ndarray:
-    return np.concatenate([_gate_features(logp[m], lse[m]) for m in models], axis=1)
+    return np.concatenate([gate_features(logp[m], lse[m]) for m in models], axis=1)
 
 
 def domain_weights(node_logp: dict[str, np.ndarray], node_lse: dict[str, np.ndarray],
@@ -55,8 +55,6 @@ def domain_weights(node_logp: dict[str, np.ndarray], node_lse: dict[str, np.ndar
                    folds: int = 5, C: float = 0.1, seed: int = 0) -> DomainWeights:
     """Importance weights for the node images from the candidates' outputs on node and target images."""
     from sklearn.linear_model import LogisticRegression
-
-    from mll.chco import _auc
 
     models = sorted(set(node_logp) & set(target_logp))
     n_node = len(next(iter(node_logp.values()))) if node_logp else 0
@@ -72,13 +70,13 @@ def domain_weights(node_logp: dict[str, np.ndarray], node_lse: dict[str, np.ndar
         tr = fold != f
         clf = LogisticRegression(C=C, max_iter=1000, class_weight="balanced").fit(X[tr], d[tr])
         p[~tr] = clf.predict_proba(X[~tr])[:, 1]
-    auroc = _auc(p[d == 1], p[d == 0])
+    auc = auroc(p[d == 1], p[d == 0])
     null_sd = np.sqrt((n_node + n_tgt + 1) / (12.0 * n_node * n_tgt))
-    z = float((auroc - 0.5) / null_sd)
+    z = float((auc - 0.5) / null_sd)
     if z < MIN_Z:
-        return DomainWeights(None, auroc, z, float(n_node), models)
+        return DomainWeights(None, auc, z, float(n_node), models)
     q = np.clip(p[:n_node], 1e-4, 1 - 1e-4)
     w = q / (1 - q)
     w = np.clip(w / w.mean(), W_MIN, W_MAX)
     w /= w.mean()
-    return DomainWeights(w, auroc, z, float(w.sum() ** 2 / (w ** 2).sum()), models)
+    return DomainWeights(w, auc, z, float(w.sum() ** 2 / (w ** 2).sum()), models)

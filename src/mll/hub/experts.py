@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mll.cards import CardError, ExpertCard, InputConfig, read_card, verify_weights
+from mll.hub.cards import CardError, ExpertCard, InputConfig, read_card, verify_weights
 
 _INTERP = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
            "nearest": Image.Resampling.NEAREST}

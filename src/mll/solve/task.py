@@ -14,39 +14,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mll.chco import LabelIndex, Selection, select
-from mll.datasets import IMAGE_SUFFIXES, image_folder
-from mll.hub import Hub
-from mll.images import ImageError, open_image
-from mll.labeling import LabelConfig
-from mll.matching import Match, Matcher
-from mll.outputs import OutputCache
-from mll.patch import PatchConfig, fuse, load_patch
-from mll.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
-from mll.sdag import SDAG
-
-
-@dataclass(frozen=True)
-class SolveConfig:
-    prune: int = 3  # candidate heads kept per class after the statistics prune
-    max_heads: int = 2  # heads per class at most
-    cost_per_model: float = 0.01  # objective penalty per distinct model run
-    solver: str = "auto"  # auto | exact | heuristic
-    min_node_images: int = 5  # per class, to fit the stacking combiner
-    use_gates: bool = True  # False = the ablation without gates/calibration
-    max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
-    adapt: bool = True  # reweight node data towards the task's images before predicting (mll.adaptation)
-    batch_size: int = 64
-    gpu_batch_size: int = 256  # used instead of batch_size on CUDA
-    device: str = "auto"
-    patch: PatchConfig = field(default_factory=PatchConfig)
-
-
-def load_solve_config(params_file: Path | str) -> SolveConfig:
-    """The `solve` section of a params file, or the defaults when it has none."""
-    from mll.config import load_raw, load_section
-
-    return load_section("solve", SolveConfig, Path(params_file)) if "solve" in load_raw(Path(params_file)) else SolveConfig()
+from mll.config import SolveParams
+from mll.labels.index import LabelIndex
+from mll.solve.chco import Selection, select
+from mll.data.datasets import IMAGE_SUFFIXES, image_folder
+from mll.hub.store import Hub
+from mll.data.images import ImageError, open_image
+from mll.solve.matching import Match, Matcher
+from mll.solve.outputs import OutputCache
+from mll.solve.patch import fuse, load_patch
+from mll.solve.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
+from mll.data.sdag import SDAG
 
 
 @dataclass
@@ -56,14 +34,13 @@ class Context:
     index: LabelIndex
     cards: dict
     matcher: Matcher
-    cfg: SolveConfig
-    label_cfg: LabelConfig
+    cfg: SolveParams
     patch: object | None = None
 
     @classmethod
     def load(cls, sdag_dir: Path = Path("data/sdag"), hub_root: Path = Path("models"),
-             labels_root: Path = Path("labels"), cfg: SolveConfig = SolveConfig(),
-             label_cfg: LabelConfig = LabelConfig(), models: list[str] | None = None,
+             labels_root: Path = Path("labels"), cfg: SolveParams = SolveParams(),
+             models: list[str] | None = None,
              cache_dir: Path | None = None) -> "Context":
         sdag = SDAG.load(Path(sdag_dir))
         hub = Hub(Path(hub_root))
@@ -82,7 +59,7 @@ class Context:
                 head_names.setdefault(h.name, set()).add(h.synset)
         matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool,
                           head_names=head_names)
-        return cls(sdag, hub, index, cards, matcher, cfg, label_cfg)
+        return cls(sdag, hub, index, cards, matcher, cfg)
 
     def get_patch(self):
         if self.patch is None and self.cfg.patch.model:
@@ -103,7 +80,7 @@ class Plan:
     covered: list[int]  # class indices the experts answer
     uncovered: list[int]  # class indices with no head (patched, or left unanswerable)
     seconds: float
-    cfg: SolveConfig | None = None  # the settings it was planned with (predict follows them)
+    cfg: SolveParams | None = None  # the settings it was planned with (predict follows them)
     request: list[str] = field(default_factory=list)  # the names as given (overrides included)
     restrict: list[str] | None = None  # the sub-hub it was planned over
     bank: object | None = field(default=None, repr=False)  # node-data scores (ScoreBank), for adaptation
@@ -112,7 +89,7 @@ class Plan:
 
 
 def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None = None,
-         cfg: SolveConfig | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None,
+         cfg: SolveParams | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None,
          node_weights: np.ndarray | None = None) -> Plan:
     """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run.
 
@@ -164,12 +141,12 @@ def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None =
 
 def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCache | None = None,
           keys: list[str] | None = None) -> Plan:
-    """Re-plan with the node data weighted towards the task's (unlabeled) images (`mll.adaptation`).
+    """Re-plan with the node data weighted towards the task's (unlabeled) images (`mll.solve.adaptation`).
 
     Runs every pruned candidate once on the images (through the cache, so the selected ones are not
     run twice); returns `p` itself when there is nothing to adapt or no domain shift is detected.
     """
-    from mll.adaptation import domain_weights
+    from mll.solve.adaptation import domain_weights
 
     cfg = p.cfg or ctx.cfg
     if p.bank is None or p.y is None or not len(p.y) or not images:
@@ -200,15 +177,17 @@ def with_adaptation(ctx: Context, p: Plan, images: Sequence[Image.Image], cache:
     return adapt(ctx, p, images, cache, keys), cache, keys
 
 
-def _run(ctx: Context, cfg: SolveConfig, models: Sequence[str], images: Sequence[Image.Image], summaries: dict,
+def _run(ctx: Context, cfg: SolveParams, models: Sequence[str], images: Sequence[Image.Image], summaries: dict,
          progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
          keys: list[str] | None = None, lse_out: dict | None = None) -> tuple[dict, dict, dict]:
     """`run_models` over hub models, grouped by input config so each preprocessing is computed once."""
-    from mll.experts import batch_size_for
+    from mll.hub.experts import batch_size_for
 
     order = sorted(models, key=lambda m: (repr(ctx.cards[m].input), m))
     loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
-    return run_models(images, loaders, ctx.label_cfg, summaries, batch_size_for(cfg.device, cfg.batch_size,
+    # every model's stored form comes from its label, also when the caller needs no gates
+    summaries = {m: summaries.get(m) or ctx.index.summaries.get(m) or {} for m in order}
+    return run_models(images, loaders, summaries, batch_size_for(cfg.device, cfg.batch_size,
                       cfg.gpu_batch_size), progress, cache, keys, {m: ctx.cards[m].weights_sha256 for m in order},
                       lse_out)
 

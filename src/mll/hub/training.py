@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mll.cards import ExpertCard, HeadClass, InputConfig
-from mll.experts import preprocess
-from mll.hub import Hub
-from mll.images import open_image
+from mll.config import TrainedExpertParams, TrainOverrides
+from mll.hub.cards import ExpertCard, HeadClass, InputConfig
+from mll.hub.experts import preprocess
+from mll.hub.store import Hub
+from mll.data.images import open_image
 from mll.tracking import Tracker
 
 DATASET_LICENSES = {"fashion_mnist": "MIT (Fashion-MNIST, Zalando)", "mnist": "CC BY-SA 3.0 (MNIST)",
@@ -44,17 +45,10 @@ class ExpertSpec:
     extra: dict = field(default_factory=dict)
 
 
-def spec_from_params(name: str, entry: dict, defaults: dict) -> ExpertSpec:
-    """Merge an `experts.trained.<name>` entry over `experts.defaults` into an ExpertSpec."""
-    merged = {**defaults, **entry}
-    unknown = set(merged) - {f for f in ExpertSpec.__dataclass_fields__} - {"name"}
-    if unknown:
-        raise ValueError(f"params: experts.trained.{name} has unknown key(s) {sorted(unknown)}")
-    if "dataset" not in merged or "classes" not in merged:
-        raise ValueError(f"params: experts.trained.{name} needs `dataset` and `classes`")
-    merged["classes"] = tuple(str(c) for c in merged["classes"])
-    merged.pop("name", None)
-    return ExpertSpec(name=name, **merged)
+def spec_from_params(name: str, entry: TrainedExpertParams, defaults: TrainOverrides | None = None) -> ExpertSpec:
+    """An `experts.trained.<name>` entry over `experts.defaults`, over ExpertSpec's own defaults."""
+    given = {**(defaults.given() if defaults else {}), **entry.given()}
+    return ExpertSpec(name=name, dataset=entry.dataset, classes=tuple(str(c) for c in entry.classes), **given)
 
 
 def _select(spec: ExpertSpec, manifest: pd.DataFrame) -> pd.DataFrame:

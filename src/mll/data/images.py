@@ -83,7 +83,7 @@ def load_container(path_str: str) -> np.ndarray:
     if name == "digits.csv.gz":  # scikit-learn: 64 pixels 0-16, then the label
         raw = np.loadtxt(path, delimiter=",", dtype=np.float64)
         return (raw[:, :64] * (255.0 / 16.0)).round().clip(0, 255).astype(np.uint8).reshape(-1, 8, 8)
-    from mll import torchvision_formats as tvf
+    from mll.data import torchvision_formats as tvf
 
     return tvf.read_container(path)
 

@@ -15,13 +15,13 @@ class UserError(Exception):
 
 # Exceptions that mean "the input or the setup is wrong", reported as one line.
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from mll.cards import CardError
-    from mll.images import ImageError
-    from mll.matching import MatchError
-    from mll.validation import ValidationError
-    from mll.wordnet import WordNetMissingError
+    from mll.hub.cards import CardError
+    from mll.data.images import ImageError
+    from mll.solve.matching import MatchError
+    from mll.data.validation import ValidationError
+    from mll.data.wordnet import WordNetMissingError
 
-    from mll.pipeline import LabelingFailed
+    from mll.labels.run import LabelingFailed
 
     return (UserError, CardError, MatchError, LabelingFailed, ValueError, KeyError, FileNotFoundError, PermissionError, ImageError,
             ValidationError, WordNetMissingError, IsADirectoryError, NotADirectoryError)
@@ -35,9 +35,9 @@ def _err_text(exc: BaseException) -> str:
 # --- sdag ---------------------------------------------------------------------------------------
 def _cmd_sdag_build(a: argparse.Namespace) -> int:
     from mll.config import SdagParams, load_section
-    from mll.pipeline import sdag_stage
+    from mll.data.stages import sdag_stage
 
-    params = load_section("sdag", SdagParams, a.params) if Path(a.params).is_file() else SdagParams()
+    params = load_section("sdag", a.params) if Path(a.params).is_file() else SdagParams()
     if a.scope:
         params = SdagParams(scope=a.scope)
     vocab = None
@@ -48,7 +48,7 @@ def _cmd_sdag_build(a: argparse.Namespace) -> int:
 
 
 def _cmd_sdag_show(a: argparse.Namespace) -> int:
-    from mll.sdag import SDAG
+    from mll.data.sdag import SDAG
 
     g = SDAG.load(Path(a.sdag))
     hits = g.lookup(a.node)
@@ -69,7 +69,7 @@ def _cmd_sdag_show(a: argparse.Namespace) -> int:
 
 # --- hub ----------------------------------------------------------------------------------------
 def _load_sdag_or_none(path: str):
-    from mll.sdag import SDAG
+    from mll.data.sdag import SDAG
 
     try:
         return SDAG.load(Path(path))
@@ -88,7 +88,7 @@ def _is_labeled(name: str) -> bool:
 
 
 def _cmd_hub_list(a: argparse.Namespace) -> int:
-    from mll.hub import Hub, coverage_summary
+    from mll.hub.store import Hub, coverage_summary
 
     hub = Hub(Path(a.hub) if a.hub else None)
     cards, bad = hub.cards()
@@ -110,7 +110,7 @@ def _cmd_hub_list(a: argparse.Namespace) -> int:
 
 
 def _cmd_hub_show(a: argparse.Namespace) -> int:
-    from mll.hub import Hub
+    from mll.hub.store import Hub
 
     hub = Hub(Path(a.hub) if a.hub else None)
     card = hub.card(a.name)
@@ -174,9 +174,9 @@ def _parse_map(items: list[str] | None) -> dict[str, str]:
 
 
 def _cmd_hub_add(a: argparse.Namespace) -> int:
-    from mll.cards import InputConfig
-    from mll.hub import Hub
-    from mll.importers import LITE_VARIANTS, import_efficientnet_lite, import_file, import_timm_pretrained
+    from mll.hub.cards import InputConfig
+    from mll.hub.store import Hub
+    from mll.hub.sources import LITE_VARIANTS, import_efficientnet_lite, import_file, import_timm_pretrained
 
     hub = Hub(Path(a.hub) if a.hub else None)
     src = a.source
@@ -204,7 +204,7 @@ def _cmd_hub_add(a: argparse.Namespace) -> int:
 
 
 def _cmd_hub_remove(a: argparse.Namespace) -> int:
-    from mll.hub import Hub
+    from mll.hub.store import Hub
 
     path = Hub(Path(a.hub) if a.hub else None).remove(a.name)
     print(f"removed {a.name} ({path})")
@@ -216,10 +216,10 @@ def _check_labels(a: argparse.Namespace) -> int:
     """Validate every stored label of the hub with great_expectations; fail if one is missing or bad."""
     import pandas as pd
 
-    from mll.hub import Hub
-    from mll.labeling import read_summary
-    from mll.sdag import SDAG
-    from mll.validation import check_label_table
+    from mll.hub.store import Hub
+    from mll.labels.compute import read_summary
+    from mll.data.sdag import SDAG
+    from mll.data.validation import check_label_table
 
     sdag = SDAG.load(Path(a.sdag))
     names = a.models or Hub(Path(a.hub)).names()
@@ -236,11 +236,11 @@ def _cmd_label(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from mll.config import LabelParams, load_section
-    from mll.pipeline import label_stage
+    from mll.labels.run import label_stage
 
     if a.check:
         return _check_labels(a)
-    params = load_section("label", LabelParams, a.params) if Path(a.params).is_file() else LabelParams()
+    params = load_section("label", a.params) if Path(a.params).is_file() else LabelParams()
     over = {k: v for k, v in dict(device=a.device, batch_size=a.batch_size).items() if v is not None}
     if a.no_track:
         over["track"] = False
@@ -255,25 +255,16 @@ def _cmd_label(a: argparse.Namespace) -> int:
 
 # --- match / eval / solve -------------------------------------------------------------------------
 def _solve_context(a: argparse.Namespace):
-    from mll.config import LabelParams, load_raw, load_section
-    from mll.labeling import LabelConfig
+    from dataclasses import replace
+
+    from mll.config import SolveParams, load_section
     from mll.paths import cache_dir
-    from mll.solve import Context, SolveConfig
+    from mll.solve.task import Context
 
-    cfg = SolveConfig()
-    lp = LabelParams()
-    if Path(a.params).is_file():
-        raw = load_raw(Path(a.params))
-        if "solve" in raw:
-            cfg = load_section("solve", SolveConfig, a.params)
-        if "label" in raw:
-            lp = load_section("label", LabelParams, a.params)
+    cfg = load_section("solve", a.params) if Path(a.params).is_file() else SolveParams()
     if getattr(a, "device", None):
-        from dataclasses import replace
-
         cfg = replace(cfg, device=a.device)
-    label_cfg = LabelConfig(full_max_classes=lp.full_max_classes, top_k=lp.top_k)
-    return Context.load(Path(a.sdag), Path(a.hub), Path(a.labels), cfg, label_cfg, cache_dir=cache_dir())
+    return Context.load(Path(a.sdag), Path(a.hub), Path(a.labels), cfg, cache_dir=cache_dir())
 
 
 def _write_json(data, path: str | None) -> None:
@@ -285,7 +276,7 @@ def _write_json(data, path: str | None) -> None:
 
 
 def _cmd_match(a: argparse.Namespace) -> int:
-    from mll.matching import MatchError  # noqa: F401
+    from mll.solve.matching import MatchError  # noqa: F401
 
     ctx = _solve_context(a)
     results = ctx.matcher.match(a.names, top=a.top)
@@ -326,7 +317,7 @@ def _track_task(kind: str, names: list[str], matched: dict, selection: dict, met
 def _cmd_eval(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mll.solve import evaluate_folder
+    from mll.solve.task import evaluate_folder
 
     ctx = _solve_context(a)
     with tqdm(desc="run models", unit="model", leave=False) as bar:
@@ -336,7 +327,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     for n, pc in rep["per_class"].items():
         acc = f"{pc['accuracy']:.3f}" if pc["accuracy"] is not None else "  -  "
         print(f"  {n:20s} {str(rep['matched_names'][n]):28s} {pc['n']:5d} {acc:>6s}  {pc['answered_by']}")
-    from mll.chco import Selection  # noqa: F401
+    from mll.solve.chco import Selection  # noqa: F401
 
     print("selection:")
     _print_selection(_selection_from(rep["details"]), a.explain)
@@ -355,7 +346,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _selection_from(d: dict):
-    from mll.chco import ClassChoice, Selection
+    from mll.solve.chco import ClassChoice, Selection
 
     classes = [ClassChoice(**c) for c in d["classes"]]
     return Selection(**{**d, "classes": classes})
@@ -366,7 +357,7 @@ def _cmd_solve(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from mll.solve import solve_folder
+    from mll.solve.task import solve_folder
 
     names = [c.strip() for c in a.classes.split(",")]
     ctx = _solve_context(a)
@@ -387,10 +378,10 @@ def _cmd_solve(a: argparse.Namespace) -> int:
 
 # --- data ---------------------------------------------------------------------------------------
 def _cmd_data_split(a: argparse.Namespace) -> int:
-    from mll.config import DataParams, load_section
-    from mll.pipeline import data_stage
+    from mll.config import load_section
+    from mll.data.stages import data_stage
 
-    data_stage(load_section("data", DataParams, a.params), Path(a.out), Path(a.summary))
+    data_stage(load_section("data", a.params), Path(a.out), Path(a.summary))
     return 0
 
 

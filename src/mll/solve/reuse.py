@@ -6,7 +6,7 @@ The combiner is fitted on the selected models' *stored* outputs for the target c
 class has fewer than `min_node_images` node images it falls back to the statistics-based
 combination, score_k(x) = mean_{m∈S_k} g_m(x) P_m(t_k|x), and says so. Then the selected models run
 once on the task's images (decoded once, per-card preprocessing, batched) and the same features go
-through the combiner. Classes no head covers are scored by the patch (`mll.patch`).
+through the combiner. Classes no head covers are scored by the patch (`mll.solve.patch`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mll.chco import ScoreBank, Selection, head_columns
-from mll.experts import Expert, preprocess
-from mll.labeling import LabelConfig, gate_score
-from mll.outputs import OutputCache
-from mll.sdag import SDAG
+from mll.solve.chco import ScoreBank, Selection, head_columns
+from mll.hub.experts import Expert, preprocess
+from mll.labels.scores import gate_score
+from mll.labels.store import storage_of
+from mll.solve.outputs import OutputCache
+from mll.data.sdag import SDAG
 
 
 @dataclass
@@ -64,7 +65,7 @@ def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, car
                  weights: np.ndarray | None = None) -> tuple[Combiner, dict]:
     """Fit the combiner on the node data's stored outputs; returns it and the column map.
 
-    `weights` (one per node image, from `mll.adaptation`) make node images that look like the
+    `weights` (one per node image, from `mll.solve.adaptation`) make node images that look like the
     target images count more."""
     pairs = [(m, k, c.target_node) for k, c in enumerate(sel.classes) for m in c.models]
     models = sorted({m for m, _, _ in pairs})
@@ -104,22 +105,7 @@ def simulate_accuracy(comb: Combiner, cols: dict, bank: ScoreBank, y: np.ndarray
 
 
 # --- running the selected models on the task's images -----------------------------------------------
-def stored_form(logits: torch.Tensor, cfg: LabelConfig) -> np.ndarray:
-    """Live logits -> the same dense log-probabilities the label stored (top-k truncation included)."""
-    logp = torch.log_softmax(logits.float(), 1).numpy()
-    c = logp.shape[1]
-    if c <= cfg.full_max_classes:
-        return logp.astype(np.float16).astype(np.float32)
-    k = min(cfg.top_k, c)
-    idx = np.argsort(-logp, axis=1)[:, :k]
-    tl = np.take_along_axis(logp, idx, 1).astype(np.float16).astype(np.float32)
-    rest = np.log(np.clip(1.0 - np.exp(tl).sum(1), 1e-12, 1.0))
-    out = np.repeat((rest - np.log(max(c - k, 1)))[:, None], c, axis=1)
-    np.put_along_axis(out, idx, tl, axis=1)
-    return out
-
-
-def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Expert]], cfg: LabelConfig,
+def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Expert]],
                summaries: dict[str, dict], batch_size: int = 64,
                progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
                keys: list[str] | None = None, hashes: dict[str, str] | None = None,
@@ -130,6 +116,9 @@ def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Ex
     variant is kept in memory), so callers pass the models grouped by input config. With a `cache`
     (and one key per image, and each model's weights hash), only images a model has not seen run.
     `lse_out`, when given, receives each model's logit log-sum-exp (domain features need it).
+    Outputs take the stored form of each model's label (`summaries[name]["storage"]`), so live
+    outputs look exactly like the node data the combiner was fitted on; a model without a label
+    gets the labeling default for its head width.
     """
     logp, gates, seconds, tensors = {}, {}, {}, {}
     for name, load in loaders.items():
@@ -142,7 +131,7 @@ def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Ex
             if key not in tensors:
                 tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
             logits = expert.forward(tensors[key][todo] if cache is not None else tensors[key], batch_size)
-            lp = stored_form(logits, cfg)
+            lp = storage_of(summaries.get(name), expert.num_classes).live(logits)
             lse = torch.logsumexp(logits.float(), 1).numpy()
             if cache is not None:
                 sub = [keys[i] for i in todo]

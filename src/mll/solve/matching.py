@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mll.sdag import SDAG
-from mll.wordnet import is_wnid
+from mll.data.sdag import SDAG
+from mll.data.wordnet import is_wnid
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # weights of the sense score: WordNet frequency, coherence with the other classes, hub coverage
@@ -88,7 +88,7 @@ def normalise(name: str) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _noun_exceptions() -> dict[str, str]:
     """WordNet's irregular plurals (geese -> goose) from noun.exc, when the file is present."""
-    from mll.wordnet import DEBIAN_WORDNET
+    from mll.data.wordnet import DEBIAN_WORDNET
 
     path = DEBIAN_WORDNET / "noun.exc"
     if not path.is_file():

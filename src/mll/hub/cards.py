@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mll.wordnet import is_wnid
+from mll.data.wordnet import is_wnid
 
 CARD_FILE = "card.yaml"
 SOURCE_KINDS = ("timm", "efficientnet_lite", "torchscript")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from mll.wordnet import get_wordnet, is_wnid, wnid
+from mll.data.wordnet import get_wordnet, is_wnid, wnid
 
 ROOT = "n00001740"  # entity.n.01
 _FILE = "sdag.json"
@@ -297,7 +297,7 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
         synsets = {wnid(s): s for s in wn.all_synsets("n")}
         scope = "all"
     else:
-        from mll.wordnet import synset_from_wnid
+        from mll.data.wordnet import synset_from_wnid
 
         synsets = _ancestor_closure(synset_from_wnid(v) for v in vocabulary)
         scope = "closure"

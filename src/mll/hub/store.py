@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from mll.cards import CARD_FILE, CardError, ExpertCard, read_card, sha256_file, write_card
-from mll.experts import Expert, load_expert
+from mll.hub.cards import CARD_FILE, CardError, ExpertCard, read_card, sha256_file, write_card
+from mll.hub.experts import Expert, load_expert
 from mll.paths import models_dir
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -102,8 +102,8 @@ class Hub:
 
 def _verify_staged(folder: Path, card: ExpertCard) -> None:
     """Load a staged model folder once (card name != folder name while staged)."""
-    from mll.cards import verify_weights
-    from mll.experts import Expert, _build_module
+    from mll.hub.cards import verify_weights
+    from mll.hub.experts import Expert, _build_module
 
     weights = verify_weights(card, folder)
     expert = Expert(card, _build_module(card, weights), device="cpu")

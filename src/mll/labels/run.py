@@ -1,145 +1,48 @@
-"""The pipeline's stages as plain functions of (params, paths) -> output paths.
-
-The DVC stages run Prefect flows (`flows/`), the flows call these functions, and so do the CLI and
-the tests: one implementation behind every entry point.
-"""
+"""Labeling the hub: the `label` stage as functions (one model, the whole hub, the report), the
+MLflow run per labeled model, and checking stored labels. The CLI, the `label-hub` flow and the
+tests call these."""
 
 from __future__ import annotations
 
 import functools
 import threading
-import time
 from pathlib import Path
 
-from mll.config import DataParams, SdagParams
-from mll.datasets import load_dataset
-from mll.sdag import SDAG, build_sdag
-
-
-def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print) -> dict[str, Path]:
-    """Load every configured dataset, split it, validate the manifests, write them and the summary."""
-    from mll.splits import make_splits, write_manifests, write_summary
-    from mll.validation import check_manifests
-    from mll.wordnet import synset_from_wnid
-
-    names = list(params.datasets) + (["tuxpaint"] if params.tuxpaint_probe_fraction > 0 else [])
-    sets = {}
-    for name in names:
-        t0 = time.perf_counter()
-        sets[name] = load_dataset(name)
-        log(f"loaded {name}: {len(sets[name])} images, {len(sets[name].class_names)} classes "
-            f"({time.perf_counter() - t0:.1f} s)")
-    frame = make_splits(params, sets)
-
-    def synset_ok(s: str) -> bool:
-        try:
-            synset_from_wnid(s)
-            return True
-        except ValueError:
-            return False
-
-    biggest = max((max(s.expert_train, s.probe, s.target_test) for s in params.datasets.values()), default=None)
-    check_manifests(frame, synset_ok, params.min_per_class, biggest)
-    paths = write_manifests(frame, out_dir)
-    write_summary(frame, summary_path)
-    log(f"wrote {', '.join(f'{k}={int((frame.split == k).sum())}' for k in paths)} -> {out_dir}")
-    return paths
-
-
-def sdag_stage(params: SdagParams, out_dir: Path, vocabulary: list[str] | None = None, log=print) -> SDAG:
-    """Build the SDAG (all nouns, or the closure of `vocabulary`) and save it to `out_dir`."""
-    if params.scope not in ("all", "closure"):
-        raise ValueError(f"sdag.scope must be 'all' or 'closure', got {params.scope!r}")
-    if params.scope == "closure" and not vocabulary:
-        raise ValueError("sdag.scope 'closure' needs a vocabulary of synset ids")
-    g = build_sdag(None if params.scope == "all" else vocabulary)
-    g.save(out_dir)
-    log(f"SDAG: {len(g)} nodes, {g.graph.number_of_edges()} edges, built in {g.meta['build_seconds']} s -> {out_dir}")
-    return g
-
-
-def _experts_section(params_file) -> dict:
-    from mll.config import load_raw
-
-    raw = load_raw(Path(params_file)).get("experts")
-    if not isinstance(raw, dict):
-        raise KeyError(f"params: {params_file} has no `experts` section")
-    return raw
-
-
-def train_expert_stage(name: str, params_file, manifest: Path, hub_root: Path, log=print):
-    """Train demo expert `name` (from `experts.trained`), add it to the hub, track it in MLflow."""
-    from mll.hub import Hub
-    from mll.splits import read_manifest
-    from mll.tracking import start_run
-    from mll.training import spec_from_params, train_expert
-
-    section = _experts_section(params_file)
-    trained = section.get("trained") or {}
-    if name not in trained:
-        raise KeyError(f"params: no expert {name!r} under experts.trained (have: {', '.join(trained)})")
-    spec = spec_from_params(name, trained[name], section.get("defaults") or {})
-    rows = read_manifest(Path(manifest))
-    with start_run("experts", name, enabled=bool(section.get("track", True))) as tracker:
-        card = train_expert(spec, rows, Hub(Path(hub_root)), tracker, log=log)
-        version = tracker.register_folder(Path(hub_root) / name, f"mll-expert-{name}", "hub")
-        if version:
-            log(f"{name}: registered as mll-expert-{name} version {version} (alias @hub)")
-    log(f"{name}: val accuracy {card.provenance['metrics']['val_accuracy']:.3f} on its {card.num_classes} classes")
-    return card
-
-
-def import_imagenet_stage(name: str, params_file, hub_root: Path, log=print):
-    """Import packaged ImageNet expert `name` (from `experts.imagenet`) into the hub."""
-    from mll.hub import Hub
-    from mll.importers import import_efficientnet_lite
-
-    imagenet = _experts_section(params_file).get("imagenet") or {}
-    if name not in imagenet:
-        raise KeyError(f"params: no expert {name!r} under experts.imagenet (have: {', '.join(imagenet)})")
-    entry = imagenet[name] if isinstance(imagenet[name], dict) else {"variant": imagenet[name]}
-    unknown = set(entry) - {"variant", "input_size"}
-    if unknown or "variant" not in entry:
-        raise ValueError(f"params: experts.imagenet.{name} needs `variant` (and optional `input_size`), got {sorted(entry)}")
-    card = import_efficientnet_lite(Hub(Path(hub_root)), entry["variant"], name=name, overwrite=True,
-                                    input_size=entry.get("input_size"))
-    log(f"{name}: imported {entry['variant']} at {card.input.size} px ({card.num_classes} ImageNet classes)")
-    return card
+from mll.config import LabelParams
+from mll.data.sdag import SDAG
 
 
 # --- labeling ------------------------------------------------------------------------------------
 _label_ctx_lock = threading.Lock()
+
+
 _tracking_lock = threading.Lock()  # MLflow's fluent API keeps one active run per process
 
 
 @functools.lru_cache(maxsize=4)
 def _label_context(probe_path: str, sdag_path: str):
-    from mll.labeling import ProbeSet
-    from mll.splits import read_manifest
+    from mll.labels.compute import ProbeSet
+    from mll.data.splits import read_manifest
 
     return ProbeSet(read_manifest(Path(probe_path))), SDAG.load(Path(sdag_path))
 
 
-def label_one(name: str, params, *, hub_root: Path, probe_path: Path, sdag_path: Path, labels_root: Path,
+def label_one(name: str, params: LabelParams, *, hub_root: Path, probe_path: Path, sdag_path: Path, labels_root: Path,
               force: bool = False, log=print, show_progress: bool = True):
     """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow."""
     from tqdm import tqdm
 
-    from mll.experts import batch_size_for
-    from mll.hub import Hub
-    from mll.labeling import LabelConfig, label_model
-    from mll.validation import check_label_table
+    from mll.data.validation import check_label_table
+    from mll.hub.store import Hub
+    from mll.labels.compute import label_model
 
     hub = Hub(Path(hub_root))
     card = hub.card(name)
     with _label_ctx_lock:
         probe, sdag = _label_context(str(probe_path), str(sdag_path))
-    cfg = LabelConfig(batch_size=batch_size_for(params.device, params.batch_size, params.gpu_batch_size),
-                      device=params.device, amp=params.amp, full_max_classes=params.full_max_classes,
-                      top_k=params.top_k)
     with tqdm(total=len(probe), desc=f"label {name}", unit="img", disable=not show_progress, leave=False) as bar:
         result = label_model(lambda: hub.load(name, device=params.device, amp=params.amp), card, probe, sdag,
-                             Path(labels_root), cfg, force=force,
+                             Path(labels_root), params, force=force,
                              validate=lambda nodes, g: check_label_table(nodes, g.__contains__, name),
                              progress=bar.update)
     if result.status == "labeled":
@@ -184,7 +87,7 @@ def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary
     import json
     import shutil
 
-    from mll.hub import Hub
+    from mll.hub.store import Hub
 
     names = set(Hub(Path(hub_root)).names())
     labels_root = Path(labels_root)
@@ -214,14 +117,13 @@ def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary
     return report
 
 
-def label_stage(params, *, hub_root: Path, probe_path: Path, sdag_path: Path, labels_root: Path,
+def label_stage(params: LabelParams, *, hub_root: Path, probe_path: Path, sdag_path: Path, labels_root: Path,
                 summary_path: Path | None, models: list[str] | None = None, force: bool = False, log=print) -> dict:
     """Label every hub model (or `models`) in this process, one after another, with progress bars."""
     from tqdm import tqdm
 
-    from mll.hub import Hub
-
-    from mll.cards import CardError
+    from mll.hub.cards import CardError
+    from mll.hub.store import Hub
 
     names = models or Hub(Path(hub_root)).names()
     results, failed = [], {}
@@ -246,3 +148,47 @@ class LabelingFailed(RuntimeError):
         self.failed = failed
         super().__init__(f"{len(failed)} model(s) failed to label, the rest are labeled: "
                          + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+
+
+
+def check_labels(hub_root: Path, labels_root: Path, sdag_path: Path, models: list[str] | None = None) -> int:
+    """Validate the stored labels of the hub (or `models`) with great_expectations; returns how many.
+
+    Raises FileNotFoundError naming the models without a label, or the suite's ValidationError."""
+    import pandas as pd
+
+    from mll.data.validation import check_label_table
+    from mll.hub.store import Hub
+    from mll.labels.store import NODES, read_summary
+
+    sdag = SDAG.load(Path(sdag_path))
+    names = models or Hub(Path(hub_root)).names()
+    missing = [n for n in names if read_summary(Path(labels_root), n) is None]
+    if missing:
+        raise FileNotFoundError(f"no label for {', '.join(missing)}; run `mll label`")
+    for n in names:
+        check_label_table(pd.read_parquet(Path(labels_root) / n / NODES), sdag.__contains__, n)
+    return len(names)
+
+
+def label_overview(labels_root: Path, model: str, top: int = 3) -> dict | None:
+    """What `mll hub show` prints of a label: its summary and the best and worst measured concepts
+    (nodes with at least 3 probe images, below the model's widest node). None when unlabeled."""
+    import pandas as pd
+
+    from mll.labels.store import NODES, read_summary
+
+    summary = read_summary(Path(labels_root), model)
+    if summary is None:
+        return None
+    nodes = pd.read_parquet(Path(labels_root) / model / NODES)
+    heads = nodes[nodes.measured & (nodes.support >= 3) & (nodes.head_classes < nodes.head_classes.max())]
+    if heads.empty:
+        heads = nodes[nodes.measured & (nodes.support >= 3)]
+    ranked = heads.sort_values(["top1_hit", "support"], ascending=[False, False])
+
+    def rows(part: pd.DataFrame) -> list[dict]:
+        return [{"concept": r.name.split(".")[0], "top1_hit": float(r.top1_hit), "support": int(r.support)}
+                for r in part.itertuples()]
+
+    return {"summary": summary, "best": rows(ranked.head(top)), "worst": rows(ranked.tail(top).iloc[::-1])}

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mll.cards import ExpertCard, HeadClass, InputConfig
-from mll.chco import LabelIndex
-from mll.labeling import Label
-from mll.sdag import SDAG
+from mll.hub.cards import ExpertCard, HeadClass, InputConfig
+from mll.solve.chco import LabelIndex
+from mll.labels.compute import Label
+from mll.data.sdag import SDAG
 
 
 def synthetic_sdag(n_nodes: int, seed: int = 0) -> SDAG:

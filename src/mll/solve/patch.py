@@ -16,29 +16,23 @@ u(x) = Σ_{k∈U} p_clip(k|x); the experts' combiner shares the rest among the c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from mll.config import PatchParams
+
 TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.")
-
-
-@dataclass(frozen=True)
-class PatchConfig:
-    model: str | None = None  # open_clip architecture, or local-dir:PATH
-    pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
-    device: str = "auto"
 
 
 class ClipPatch:
     """Zero-shot classifier over class names with an open_clip model."""
 
-    def __init__(self, cfg: PatchConfig):
+    def __init__(self, cfg: PatchParams):
         import open_clip
         import torch
 
-        from mll.experts import select_device
+        from mll.hub.experts import select_device
 
         if not cfg.model:
             raise ValueError("patch: set solve.patch.model (an open_clip architecture or local-dir:PATH)")
@@ -85,7 +79,7 @@ class ClipPatch:
         return np.concatenate(out) if out else np.zeros((0, len(class_names)))
 
 
-def load_patch(cfg: PatchConfig | None) -> ClipPatch | None:
+def load_patch(cfg: PatchParams | None) -> ClipPatch | None:
     """The configured patch, or None when no VLM is configured."""
     if cfg is None or not cfg.model:
         return None

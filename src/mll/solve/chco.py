@@ -29,78 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mll.labeling import gate_score, read_label, read_summary
-from mll.sdag import SDAG
-
-
-# --- the hub's labels, indexed ---------------------------------------------------------------------
-class LabelIndex:
-    """Every labeled model's node table in one frame, plus summaries; stored outputs load lazily."""
-
-    def __init__(self, labels_root: Path, models: list[str] | None = None):
-        self.root = Path(labels_root)
-        names = models if models is not None else sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.is_dir() else []
-        frames, self.summaries = [], {}
-        for n in names:
-            s = read_summary(self.root, n)
-            if s is None:
-                continue
-            self.summaries[n] = s
-            f = pd.read_parquet(self.root / n / "nodes.parquet",
-                                columns=["node", "head_classes", "support", "measured", "top1_hit",
-                                         "gated_recall", "gated_false_alarm", "false_alarm", "soft_recall"])
-            f.insert(0, "model", n)
-            frames.append(f)
-        self.nodes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["model", "node", "head_classes", "support", "measured", "top1_hit", "gated_recall",
-                     "gated_false_alarm", "false_alarm", "soft_recall"])
-        self._by_node = self.nodes.groupby("node").indices if len(self.nodes) else {}
-        self._labels: dict = {}
-
-    @property
-    def models(self) -> list[str]:
-        return sorted(self.summaries)
-
-    def subset(self, models: list[str]) -> "LabelIndex":
-        """The index restricted to `models` (a sub-hub), sharing the loaded labels: nothing is re-read."""
-        key = tuple(sorted(set(models)))
-        cached = self.__dict__.setdefault("_subsets", {}).get(key)
-        if cached is not None:  # the growth curve solves every task over the same sub-hub
-            return cached
-        keep = set(models)
-        unknown = keep - set(self.summaries)
-        if unknown:
-            raise KeyError(f"not labeled: {sorted(unknown)}; run `mll label` first")
-        sub = LabelIndex.__new__(LabelIndex)
-        sub.root = self.root
-        sub.summaries = {m: s for m, s in self.summaries.items() if m in keep}
-        sub.nodes = self.nodes[self.nodes["model"].isin(keep)].reset_index(drop=True)
-        sub._by_node = sub.nodes.groupby("node").indices if len(sub.nodes) else {}
-        sub._labels = self._labels
-        if len(self._subsets) > 64:
-            self._subsets.clear()
-        self._subsets[key] = sub
-        return sub
-
-    def covered_nodes(self) -> set[str]:
-        return set(self.nodes["node"])
-
-    def rows(self, node: str) -> pd.DataFrame:
-        """The label rows of every model covering `node` (built from numpy columns: pandas' Arrow
-        string columns make row takes on a million-row index take seconds)."""
-        if getattr(self, "_cols", None) is None or len(next(iter(self._cols.values()), ())) != len(self.nodes):
-            self._cols = {c: (self.nodes[c].to_numpy(dtype=object) if c in ("model", "node") else self.nodes[c].to_numpy())
-                          for c in self.nodes.columns}
-        idx = self._by_node.get(node)
-        if idx is None:
-            idx = np.empty(0, dtype=int)
-        return pd.DataFrame({c: a[idx] for c, a in self._cols.items()}, index=np.arange(len(idx)))
-
-    def label(self, model: str):
-        if model not in self._labels:
-            self._labels[model] = read_label(self.root, model)
-        return self._labels[model]
+from mll.labels.index import LabelIndex
+from mll.labels.scores import auroc, gate_score
+from mll.data.sdag import SDAG
 
 
 # --- the selection ---------------------------------------------------------------------------------
@@ -264,27 +195,6 @@ def _up(sdag: SDAG, s: str) -> frozenset:
     return hit
 
 
-def _auc(pos: np.ndarray, neg: np.ndarray, wpos: np.ndarray | None = None, wneg: np.ndarray | None = None) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half; with weights,
-    pairs count by the product of their images' weights."""
-    if len(pos) == 0 or len(neg) == 0:
-        return 0.5
-    if wpos is not None:
-        order = np.argsort(neg, kind="stable")
-        ns, cw = neg[order], np.concatenate([[0.0], np.cumsum(wneg[order])])
-        lo, hi = np.searchsorted(ns, pos, "left"), np.searchsorted(ns, pos, "right")
-        below, tied = cw[lo], cw[hi] - cw[lo]
-        return float((wpos * (below + 0.5 * tied)).sum() / (wpos.sum() * wneg.sum()))
-    if len(pos) * len(neg) <= 2_000_000:  # direct pairwise comparison: faster than ranking when small
-        gt = (pos[:, None] > neg[None, :]).mean()
-        eq = (pos[:, None] == neg[None, :]).mean()
-        return float(gt + 0.5 * eq)
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([pos, neg]))
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 # --- the optimisation ------------------------------------------------------------------------------
 @dataclass
 class Problem:
@@ -400,7 +310,7 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
     `fixed` skips the optimisation: class k is answered by the models in fixed[k] whose heads cover
-    its node (the baselines use it). `weights` (one per node image, `mll.adaptation`) weight the
+    its node (the baselines use it). `weights` (one per node image, `mll.solve.adaptation`) weight the
     node images in the accuracy estimates. Returns the selection, the score bank on the node data and the
     node-data labels, which reuse fits its combiner on.
     """
@@ -439,8 +349,8 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
         for o in opts:
             if pos.any():
                 s = np.mean([bank.score(m, node, excl[k]) for m in o], axis=0)
-                acc.append(_auc(s[pos], s[neg]) if weights is None else
-                           _auc(s[pos], s[neg], weights[pos], weights[neg]))
+                acc.append(auroc(s[pos], s[neg]) if weights is None else
+                           auroc(s[pos], s[neg], weights[pos], weights[neg]))
             else:  # no node images: fall back to the label statistics
                 acc.append(float(np.mean([stat.loc[rows.index[cands.index(m)]] for m in o])) / 2 + 0.5)
         options.append(opts)

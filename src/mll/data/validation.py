@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mll.images import uri_exists
-from mll.wordnet import is_wnid
+from mll.data.images import uri_exists
+from mll.data.wordnet import is_wnid
 
 SYNSET_REGEX = r"^n\d{8}$"
 

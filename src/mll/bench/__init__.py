@@ -1,0 +1,1 @@
+"""The `mll-offline` benchmark: tasks, the registry of methods, running the grid, the report."""

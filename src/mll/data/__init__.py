@@ -1,0 +1,1 @@
+"""Data: offline WordNet, the Semantic DAG, datasets and image URIs, splits and their validation."""

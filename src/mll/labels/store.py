@@ -1,0 +1,216 @@
+"""The label store: the stored-output format, one model's label in memory, and its files on disk.
+
+Stored outputs (docs/method.md section 3): float16 log-probabilities over the whole head for heads
+up to `full_max_classes` wide ("full"), else the top-k log-probabilities with their indices and the
+log of the remaining mass ("top<k>"). The storage spec is written into each label's summary
+(`storage`), and everything that later turns live logits into the stored form reads it from there,
+so prediction sees exactly what selection saw.
+
+On disk a label is `labels/<model>/{outputs.npz, nodes.parquet, summary.json}`, written into a
+temporary folder and swapped in atomically; an exclusive lock per model serialises writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+OUTPUTS, NODES, SUMMARY = "outputs.npz", "nodes.parquet", "summary.json"
+
+
+# --- the stored-output format ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Storage:
+    """How one head's outputs are stored: every log-probability (`top_k` None) or the top k."""
+
+    top_k: int | None = None
+
+    @classmethod
+    def for_head(cls, num_classes: int, full_max_classes: int, top_k: int) -> Storage:
+        """The spec labeling uses for a head of `num_classes` (label.full_max_classes / label.top_k)."""
+        return cls(None) if num_classes <= full_max_classes else cls(min(top_k, num_classes))
+
+    @classmethod
+    def parse(cls, text: str) -> Storage:
+        """The spec a label's summary records: "full" or "top<k>"."""
+        if text == "full":
+            return cls(None)
+        if text.startswith("top") and text[3:].isdigit():
+            return cls(int(text[3:]))
+        raise ValueError(f"unknown label storage {text!r} (expected 'full' or 'top<k>'); relabel with `mll label --force`")
+
+    def __str__(self) -> str:
+        return "full" if self.top_k is None else f"top{self.top_k}"
+
+    def encode(self, logp: np.ndarray) -> dict[str, np.ndarray | None]:
+        """(N, C) float32 log-probabilities -> the arrays a label stores."""
+        if self.top_k is None:
+            return dict(logp=logp.astype(np.float16), topk_idx=None, topk_logp=None, rest_logp=None)
+        idx = np.argsort(-logp, axis=1)[:, : self.top_k]
+        tl = np.take_along_axis(logp, idx, 1)
+        rest = np.log(np.clip(1.0 - np.exp(tl).sum(1), 1e-12, 1.0))
+        return dict(logp=None, topk_idx=idx.astype(np.int16), topk_logp=tl.astype(np.float16),
+                    rest_logp=rest.astype(np.float16))
+
+    def live(self, logits: torch.Tensor) -> np.ndarray:
+        """Live logits -> dense log-probabilities as the label stored them (top-k truncation included),
+        so a model's outputs on a task's images match its outputs on the node data."""
+        logp = torch.log_softmax(logits.float(), 1).numpy()
+        if self.top_k is None:
+            return logp.astype(np.float16).astype(np.float32)
+        c = logp.shape[1]
+        k = min(self.top_k, c)
+        idx = np.argsort(-logp, axis=1)[:, :k]
+        tl = np.take_along_axis(logp, idx, 1).astype(np.float16).astype(np.float32)
+        rest = np.log(np.clip(1.0 - np.exp(tl).sum(1), 1e-12, 1.0))
+        out = np.repeat((rest - np.log(max(c - k, 1)))[:, None], c, axis=1)
+        np.put_along_axis(out, idx, tl, axis=1)
+        return out
+
+
+def decode(logp: np.ndarray | None, topk_idx: np.ndarray | None, topk_logp: np.ndarray | None,
+           rest_logp: np.ndarray | None, num_classes: int) -> np.ndarray:
+    """Stored arrays -> (N, C) float32 log-probabilities; the top-k rest mass is spread evenly."""
+    if logp is not None:
+        return logp.astype(np.float32)
+    n, k = topk_idx.shape
+    fill = rest_logp.astype(np.float32) - np.log(max(num_classes - k, 1))
+    out = np.repeat(fill[:, None], num_classes, axis=1)
+    np.put_along_axis(out, topk_idx.astype(np.int64), topk_logp.astype(np.float32), axis=1)
+    return out
+
+
+def storage_of(summary: dict | None, num_classes: int) -> Storage:
+    """The storage spec of a label (its summary), or the labeling default for an unlabeled head."""
+    if summary and summary.get("storage"):
+        return Storage.parse(summary["storage"])
+    from mll.config import LabelParams
+
+    d = LabelParams()
+    return Storage.for_head(num_classes, d.full_max_classes, d.top_k)
+
+
+@dataclass
+class Label:
+    """One model's label in memory: stored outputs + node table + summary."""
+
+    model: str
+    key: str
+    uris: list[str]
+    synsets: list[str]  # the probe images' synsets, aligned with uris
+    logp: np.ndarray | None  # (N, C) float16 when stored in full
+    topk_idx: np.ndarray | None  # (N, k) int16 for wide heads
+    topk_logp: np.ndarray | None  # (N, k) float16
+    rest_logp: np.ndarray | None  # (N,) float16: log of the probability mass outside the top-k
+    lse: np.ndarray  # (N,) float32 log-sum-exp of the raw logits (the gate uses it)
+    nodes: pd.DataFrame
+    summary: dict
+
+    def dense_logp(self, num_classes: int) -> np.ndarray:
+        """(N, C) float32 log-probabilities over the head (see `decode`)."""
+        return decode(self.logp, self.topk_idx, self.topk_logp, self.rest_logp, num_classes)
+
+    @property
+    def storage(self) -> Storage:
+        return Storage.parse(self.summary["storage"])
+
+
+# --- storage -------------------------------------------------------------------------------------
+def _clean(obj):
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_label(label: Label, root: Path) -> Path:
+    """Write `root/<model>/` atomically: build in a temp folder, then swap it in.
+
+    A failed write (disk full, read-only folder) leaves the previous label in place and raises an
+    OSError that says so.
+    """
+    try:
+        return _write_label(label, Path(root))
+    except OSError as exc:
+        for junk in Path(root).glob(f".{label.model}.tmp-{os.getpid()}"):
+            shutil.rmtree(junk, ignore_errors=True)
+        raise OSError(exc.errno, f"cannot write the label of {label.model} into {root} ({exc.strerror or exc}); "
+                                 "the previous label is untouched; free disk space or make the folder writable") from None
+
+
+def _write_label(label: Label, root: Path) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / label.model
+    tmp = root / f".{label.model}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    arrays = {"uris": np.asarray(label.uris, dtype=str), "synsets": np.asarray(label.synsets, dtype=str),
+              "lse": label.lse}
+    for k in ("logp", "topk_idx", "topk_logp", "rest_logp"):
+        v = getattr(label, k)
+        if v is not None:
+            arrays[k] = v
+    np.savez_compressed(tmp / OUTPUTS, **arrays)
+    label.nodes.to_parquet(tmp / NODES, index=False)
+    sizes = {f: (tmp / f).stat().st_size for f in (OUTPUTS, NODES)}
+    summary = {**label.summary, "store_bytes": sizes}
+    (tmp / SUMMARY).write_text(json.dumps(_clean(summary), indent=2) + "\n")
+    for f in tmp.iterdir():  # durable before the swap
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = root / f".{label.model}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_summary(root: Path, model: str) -> dict | None:
+    path = Path(root) / model / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def read_label(root: Path, model: str) -> Label:
+    """Load a stored label (no pickle: npz with allow_pickle=False, parquet, JSON)."""
+    folder = Path(root) / model
+    summary = read_summary(root, model)
+    if summary is None:
+        raise FileNotFoundError(f"{folder}: no label; run `mll label` (or `dvc repro label`)")
+    with np.load(folder / OUTPUTS, allow_pickle=False) as z:
+        arr = {k: z[k] for k in z.files}
+    nodes = pd.read_parquet(folder / NODES)
+    return Label(model, summary["key"], arr["uris"].tolist(), arr["synsets"].tolist(), arr.get("logp"), arr.get("topk_idx"),
+                 arr.get("topk_logp"), arr.get("rest_logp"), arr["lse"], nodes, summary)
+
+
+@contextlib.contextmanager
+def model_lock(root: Path, model: str):
+    """An exclusive lock per model, so two label runs never write the same label at once."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{model}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""Solving a task: matching names, CHCO selection, reuse, adaptation, the patch, plan and predict."""
