@@ -6,24 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# quiet, offline runs of the MLOps stack
-export DO_NOT_TRACK := true
-export MLFLOW_DISABLE_TELEMETRY := true
-export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export PREFECT_LOGGING_LEVEL := INFO
+# quiet, offline runs of the MLOps stack: the variables are stated once, in src/mll/offline.env
+include src/mll/offline.env
+export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' src/mll/offline.env)
 export PREFECT_HOME := $(CURDIR)/.prefect
-export DVC_NO_ANALYTICS := 1
-export HF_HUB_OFFLINE := 1
-export HF_HUB_DISABLE_TELEMETRY := 1
 export MLFLOW_TRACKING_URI := sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system demo test test-fast bench serve stop relabel clean
+.PHONY: help setup system demo test lint format test-fast bench serve stop relabel dvc-deps clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup: system $(STAMP)  ## install Debian packages and the .venv (idempotent)
 
@@ -45,6 +38,14 @@ demo: setup  ## run the whole pipeline (dvc repro) on the embedded demo, benchma
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest
 
+lint: setup  ## ruff: lint and format check (what CI runs before the tests)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup  ## ruff: fix what can be fixed and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 test-fast: setup  ## the test suite without slow tests
 	$(BIN)/python -m pytest -m "not slow"
 
@@ -59,6 +60,9 @@ stop:  ## stop everything `make serve` started
 
 relabel: setup  ## run the label-hub deployment on the served Prefect (after `make serve`)
 	PREFECT_API_URL=http://127.0.0.1:$${MLL_PREFECT_PORT:-4200}/api prefect deployment run 'label-hub/label-hub' --watch
+
+dvc-deps: setup  ## rewrite dvc.yaml's code deps from each stage's import closure
+	$(BIN)/python scripts/dvc_deps.py --write
 
 clean:  ## remove caches (not the venv, not DVC outputs)
 	rm -rf .cache .pytest_cache

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from mll.env import apply_offline_defaults
+from mll.env import bootstrap
 
-apply_offline_defaults()
+bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_run_logger, task
 
-from mll.hub.build import import_imagenet_stage, train_expert_stage  # noqa: E402
+from mll.hub.build import import_imagenet_stage, train_expert_stage
 
 
 @task(name="train-expert")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from mll.env import apply_offline_defaults
+from mll.env import bootstrap
 
-apply_offline_defaults()
+bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_run_logger, task
 
-from mll.config import SdagParams, load_section  # noqa: E402
-from mll.data.stages import sdag_stage  # noqa: E402
+from mll.config import SdagParams, load_section
+from mll.data.stages import sdag_stage
 
 
 @task(name="build-and-save-sdag")

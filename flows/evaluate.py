@@ -2,8 +2,9 @@
 
 One Prefect task per (task, method[, seed]) cell, then one per random sub-hub of the growth curve,
 so a large grid can fan out over workers. Every cell goes through `mll.bench.run.run_cell`, which
-solves with the same `mll.solve.evaluate` path as `mll eval`, and is one MLflow run in experiment
-`benchmark`. Writes the raw cells document that `mll.bench.report` turns into the report.
+runs the method registered in `mll.bench.methods` (the hub-based ones solve with the same
+`mll.solve.evaluate` path as `mll eval`), and is one MLflow run in experiment `benchmark`. Writes the
+raw cells document that `mll.bench.report` turns into the report.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import threading
 import time
 from pathlib import Path
 
-from mll.env import apply_offline_defaults
+from mll.env import bootstrap
 
-apply_offline_defaults()
+bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from mll.bench import run as bm  # noqa: E402
+from mll.bench import run as bm
 
 _STATE: dict = {}
 _LOCK = threading.Lock()  # one loader; MLflow's fluent API keeps one active run per process
@@ -73,8 +74,7 @@ def evaluate_flow(params_file: str = "params.yaml", hub: str = "models", labels:
              "oracles": oracles, "cache_dir": cache_dir}
     st = _state(paths)
     bp = st["params"]
-    grid = [(t, m, s) for t in st["tasks"] for m in bp.methods
-            for s in (range(bp.random_seeds) if m == "random" else [None])]
+    grid = bm.grid(list(st["tasks"]), bp)
     cells = [f.result() for f in [cell.submit(t, m, s, paths) for t, m, s in grid]]
     subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed)
     rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]

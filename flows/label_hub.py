@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from mll.env import apply_offline_defaults
+from mll.env import bootstrap
 
-apply_offline_defaults()
+bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from mll.config import LabelParams, load_section  # noqa: E402
-from mll.hub.store import Hub  # noqa: E402
-from mll.labels.run import finish_label_stage, label_one  # noqa: E402
+from mll.config import LabelParams, load_section
+from mll.hub.store import Hub
+from mll.labels.run import finish_label_stage, label_one
 
 
 @task(name="label-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

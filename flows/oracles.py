@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from mll.env import apply_offline_defaults
+from mll.env import bootstrap
 
-apply_offline_defaults()
+bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_run_logger, task
 
-from mll.bench.run import train_oracle  # noqa: E402
+from mll.bench.run import train_oracle
 
 
 @task(name="train-oracle")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from mll.env import apply_offline_defaults
+from mll.env import bootstrap
 
-apply_offline_defaults()
+bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
 
-from mll.config import load_section  # noqa: E402
-from mll.solve.task import Context, evaluate_folder  # noqa: E402
+from mll.config import load_section
+from mll.solve.task import Context, evaluate_folder
 
 _CTX: dict = {}
 

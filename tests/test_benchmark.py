@@ -1,5 +1,5 @@
 """The mll-offline benchmark on the tiny labeled hub: tasks from data, every method, the output cache,
-the growth curve, and the `evaluate` flow writing a report with MLflow runs."""
+the growth curve, the registry of methods, and the `evaluate` flow writing a report with MLflow runs."""
 
 import json
 
@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mll.bench.methods import get_method, list_methods, register_method, unregister_method
+from mll.bench.run import grid, growth_cell, load_params, run_cell, sub_hubs, train_oracle
+from mll.bench.tasks import build_task
 from mll.config import BenchmarkParams
-from mll.bench.run import (METHODS, build_task, growth_cell, run_cell, sub_hubs,
-                           train_oracle)
-from mll.solve.outputs import OutputCache
 from mll.config import SolveParams as SolveConfig
+from mll.solve.outputs import OutputCache
 from mll.solve.task import Context
 
 SIX = {"classes": {str(d): {"digits": [str(d)]} for d in range(6)}}
@@ -88,7 +89,7 @@ def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
 
     ctx, cache = world["ctx"], OutputCache()
     cells = {m: run_cell(ctx, six, m, cache, seed=0 if m == "random" else None, oracle_hub=tmp_path / "none")
-             for m in METHODS}
+             for m in list_methods()}
     mll = cells["mll"]
     assert mll["status"] == "ok" and mll["accuracy"] > 0.6 and set(mll["models"]) == {"low", "high"}
     assert mll["answered_by"]["0"] == ["low"] and mll["answered_by"]["5"] == ["high"]
@@ -173,22 +174,81 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["benchmark"])
-    assert len(runs) == 18 and set(runs["tags.method"]) == set(METHODS) - {"static"}  # the methods params list
+    assert len(runs) == 18 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
     mll = runs[runs["tags.method"] == "mll"].set_index("tags.task")["metrics.accuracy"]
     assert mll["six"] > 0.6 and mll["ten"] < mll["six"]  # four of ten classes covered: far lower
 
 
 def test_benchmark_params_are_validated(tmp_path):
-    from mll.bench.run import load_params
-
     p = tmp_path / "params.yaml"
     p.write_text("benchmark:\n  methods: [mll, magic]\n  tasks: {a: {source: digits}}\n")
-    with pytest.raises(ValueError, match="unknown.*magic"):
+    with pytest.raises(ValueError, match=r"unknown.*magic"):
+        load_params(p)
+    p.write_text("benchmark:\n  methods: [mll, singel]\n  tasks: {a: {source: digits}}\n")
+    with pytest.raises(ValueError, match=r"unknown \['singel'\] \(did you mean 'single'\?\)"):
+        load_params(p)
+    # the oracle and CLIP do not depend on the hub: a sub-hub of the growth curve cannot change them
+    p.write_text("benchmark:\n  growth_methods: [mll, clip]\n  tasks: {a: {source: digits}}\n")
+    with pytest.raises(ValueError, match=r"growth_methods cannot have \['clip'\]"):
         load_params(p)
     p.write_text("benchmark:\n  bogus: 1\n")
     with pytest.raises(ValueError, match="unknown key"):
         load_params(p)
-    assert BenchmarkParams().methods == METHODS and np.all(np.diff(BenchmarkParams().growth_sizes) > 0)
+    # the config's defaults are registered methods in column order (a new method is opt-in in params.yaml)
+    bp = BenchmarkParams()
+    assert list(bp.methods) == [m for m in list_methods() if m in bp.methods] and np.all(np.diff(bp.growth_sizes) > 0)
+    assert set(bp.growth_methods) <= set(list_methods(growth=True))
+    p.write_text("benchmark:\n  methods: [mll, random]\n  random_seeds: 2\n  tasks: {a: {source: digits}}\n")
+    assert grid(["a"], load_params(p)) == [("a", "mll", None), ("a", "random", 0), ("a", "random", 1)]
+
+
+def test_registry_entries_and_lookup():
+    columns = ["mll", "single", "uniform", "random", "top1", "ungated", "static", "oracle", "clip"]
+    assert [m for m in list_methods() if m in columns] == columns  # the report's column order
+    assert "random" in list_methods(seeded=True) and {"single", "oracle"} <= set(list_methods(reference=True))
+    assert {"oracle", "clip"} <= set(list_methods(growth=False)) and "mll" in list_methods(growth=True)
+    assert get_method("single").label == "best single model (hindsight)" and get_method("single").hindsight
+    with pytest.raises(ValueError, match=r"unknown benchmark method 'mlll' \(did you mean 'mll'\?\); known: mll, "):
+        get_method("mlll")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("mll", label="again", heads="", combination="")(lambda run: None)
+
+
+@pytest.fixture
+def exact_tmp():
+    """A method registered for one test only: MLL with the exact CHCO solver."""
+    from dataclasses import replace
+
+    @register_method("exact_tmp", label="MLL (exact solver, test)", heads="CHCO solved exactly",
+                     combination="calibrated, gated stacking")
+    def _exact(run):
+        run.fill(run.solve(cfg=replace(run.ctx.cfg, solver="exact")))
+
+    yield "exact_tmp"
+    unregister_method("exact_tmp")
+
+
+def test_a_registered_method_is_run_and_reported(world, six, exact_tmp, tmp_path):
+    """One registry entry is the whole of a new method: the grid runs it, the params accept it and the
+    report shows it as the last column and compares MLL against it."""
+    from mll.bench.report import markdown
+    from mll.bench.summary import summarize
+
+    ctx, cache = world["ctx"], OutputCache()
+    cells = [run_cell(ctx, six, m, cache) for m in ("mll", "uniform", exact_tmp)]
+    new = cells[-1]
+    assert new["method"] == exact_tmp and new["status"] == "ok" and 0.0 <= new["accuracy"] <= 1.0
+    assert set(new["models"]) <= {"low", "high"} and set(new["answered_by"]) == set(six.classes)
+    doc = {"hub": ctx.index.models, "tasks": {six.name: six.describe()}, "cells": cells, "growth": []}
+    summary = summarize(doc)
+    assert summary["methods"] == ["mll", "uniform", exact_tmp] and exact_tmp in summary["tasks"]["six"]
+    assert exact_tmp in summary["zero_shot_baselines_beaten"]
+    header = markdown(doc, summary).splitlines()[4]
+    assert header.endswith("| MLL | uniform ensemble | MLL (exact solver, test) |")
+    p = tmp_path / "params.yaml"
+    p.write_text("benchmark:\n  methods: [mll, exact_tmp]\n  growth_methods: [exact_tmp]\n"
+                 "  tasks: {a: {source: digits}}\n")
+    assert load_params(p).methods == ("mll", exact_tmp)
 
 
 def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tiny_clip):

@@ -124,7 +124,7 @@ def test_sigkill_mid_hub_keeps_finished_labels(tiny_world, tmp_path):
         f = hub_root / f"m{i}" / "card.yaml"
         f.write_text(f.read_text().replace(f"name: {src.name}", f"name: m{i}", 1))
     labels = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "mll.cli", "label", "--no-track", "--hub", str(hub_root), "--probe",
+    cmd = [sys.executable, "-m", "mll", "label", "--no-track", "--hub", str(hub_root), "--probe",
            str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels), "--summary", ""]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -190,7 +190,7 @@ def test_cli_label_and_hub_show(tiny_world, tmp_path, capsys, monkeypatch):
 def test_two_label_runs_at_once_leave_valid_labels(tiny_world, tmp_path, small_sdag):
     """Two processes label the same hub into the same folder: the per-model lock serialises writes."""
     labels = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "mll.cli", "label", "--force", "--no-track", "--hub", str(tiny_world["hub"].root),
+    cmd = [sys.executable, "-m", "mll", "label", "--force", "--no-track", "--hub", str(tiny_world["hub"].root),
            "--probe", str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels),
            "--summary", ""]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -236,7 +236,7 @@ def test_disk_full_while_writing_keeps_the_previous_label(tiny_world, tmp_path):
     import resource
 
     labels = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "mll.cli", "label", "--no-track", "--hub", str(tiny_world["hub"].root), "--probe",
+    cmd = [sys.executable, "-m", "mll", "label", "--no-track", "--hub", str(tiny_world["hub"].root), "--probe",
            str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels), "--summary", ""]
     assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
     before = read_label(labels, "low").summary["key"]

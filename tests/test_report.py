@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mll.bench.report import (
-    answer_matrix,
-    main,
-    markdown,
-    plots,
-    readme_block,
-    summarize,
-    sync_readme,
-    write_report,
-)
+from mll.bench.methods import register_method, unregister_method
+from mll.bench.plots import answer_matrix, plots
+from mll.bench.report import main, markdown, readme_block, sync_readme, write_report
+from mll.bench.summary import summarize
 
 HUB = ["fmnist-tops", "fmnist-shoes", "mnist-lenet", "imagenet-r18", "cifar-vgg"]
 TASKS = {
@@ -106,6 +100,31 @@ def test_unknown_method_goes_last_labelled_by_key(cells):
     s = summarize(c)
     assert s["methods"][-1] == "my-new"
     assert "| my-new |" in markdown(c, s).splitlines()[4]
+
+
+def test_registry_flags_drive_columns_bolding_and_legend(cells):
+    """A registered method heads its own column; a reference (here: hindsight) is neither bolded nor a
+    zero-shot baseline; a seeded one gets a std and joins the legend."""
+
+    @register_method("peek", label="test-label peek", heads="-", combination="-", hindsight=True, seeded=True,
+                     prose="the peek")
+    def _peek(run):
+        raise AssertionError("the report never runs a method")
+
+    try:
+        c = copy.deepcopy(cells)
+        c["cells"] += [_cell(t, "peek", 0.99, seed=0) for t in TASKS]
+        s = summarize(c)
+        md = markdown(c, s)
+        assert s["methods"][-1] == "peek" and "peek" not in s["zero_shot_baselines_beaten"]
+        assert md.splitlines()[4].endswith("| CLIP zero-shot | test-label peek |")
+        fashion = _table_row(md, "fashion-10")
+        assert fashion[-1] == "0.990 ± 0.000" and fashion[3] == "**0.820**"  # MLL stays the row's best
+        assert "random selection and test-label peek are the mean ± std over their seeds" in md
+        assert "(the oracle expert, the hindsight best single model and the peek are references, not bolded)" in md
+        assert "; random = mean ± std over seeds; peek = mean ± std over seeds)._" in readme_block(s, c)
+    finally:
+        unregister_method("peek")
 
 
 def test_means_by_hand(summary):

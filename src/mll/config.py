@@ -102,6 +102,7 @@ class PatchParams:
     model: str | None = None  # open_clip architecture, or local-dir:PATH
     pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
     device: str = "auto"
+    kind: str = "open_clip"  # a key of mll.solve.patch.PATCHES: open_clip | backoff | none
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,39 @@
-"""Defaults for quiet, offline runs of the MLOps stack (set only where the user has not)."""
+"""The offline, quiet environment for the MLOps stack, and the bootstrap every entry point runs.
+
+The variables live in one file, `offline.env` beside this module, which the Makefile exports too.
+Why each matters: MLflow honours only DO_NOT_TRACK=true; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+leaves no huey consumers behind `mlflow server`; Prefect's ephemeral server needs more than its
+default 20 s to start on 2 cores; HF_HUB_OFFLINE makes timm and open_clip fail fast instead of
+retrying downloads. Prefect reads its settings when it is imported, so a flow calls `bootstrap()`
+before importing Prefect.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 
 from mll.paths import project_root
 
-OFFLINE_DEFAULTS = {
-    "DO_NOT_TRACK": "true",  # MLflow honours only "true"
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no orphan huey consumers after `mlflow server`
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s is tight on 2 cores
-    "PREFECT_LOGGING_LEVEL": "INFO",  # flows report progress (epochs, labeled models)
-    "DVC_NO_ANALYTICS": "1",
-    "HF_HUB_OFFLINE": "1",  # timm / open_clip fail fast instead of retrying downloads
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+
+def offline_defaults() -> dict[str, str]:
+    """The variables of `offline.env` (KEY=VALUE lines; blank lines and # comments ignored)."""
+    out = {}
+    for line in files("mll").joinpath("offline.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
 
 
 def apply_offline_defaults() -> None:
-    """Set the offline/quiet environment defaults, plus a project-local PREFECT_HOME."""
-    for k, v in OFFLINE_DEFAULTS.items():
+    """Set the offline/quiet defaults where the user has not, plus a project-local PREFECT_HOME."""
+    for k, v in offline_defaults().items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("PREFECT_HOME", str(project_root() / ".prefect"))
+
+
+def bootstrap() -> None:
+    """What every flow script and the CLI run first: the offline environment, before Prefect loads."""
+    apply_offline_defaults()

@@ -1,5 +1,8 @@
 """The vision-language patch: an open_clip model scores target classes that no hub head covers.
 
+Patch kinds are registered (`PATCHES`): `open_clip` (below), `backoff` (uncovered classes are
+answered by the nearest covered SDAG relative's heads) and `none` (left unanswered, flagged).
+
 Configured in params.yaml (`solve.patch`): `model` is an open_clip architecture name or
 `local-dir:PATH` (a folder with open_clip_config.json + weights), `pretrained` a checkpoint file or,
 for users who are online, a pretrained tag. With nothing configured there is no patch, and uncovered
@@ -15,7 +18,8 @@ u(x) = Σ_{k∈U} p_clip(k|x); the experts' combiner shares the rest among the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -79,11 +83,47 @@ class ClipPatch:
         return np.concatenate(out) if out else np.zeros((0, len(class_names)))
 
 
+# --- the registry of patch kinds -------------------------------------------------------------------
+@dataclass(frozen=True)
+class PatchKind:
+    """What answers the classes no head covers: a scorer (loaded lazily), or nothing."""
+
+    key: str
+    active: Callable[[PatchParams], bool]  # does this configuration score uncovered classes?
+    load: Callable[[PatchParams], ClipPatch | None]
+    backoff: bool  # without a scorer, may an uncovered class back off to its nearest covered relative?
+
+
+PATCHES: dict[str, PatchKind] = {}
+
+
+def register_patch(key: str, active: Callable[[PatchParams], bool], load: Callable[[PatchParams], object | None],
+                   backoff: bool = True) -> None:
+    PATCHES[key] = PatchKind(key, active, load, backoff)
+
+
+def get_patch_kind(cfg: PatchParams) -> PatchKind:
+    if cfg.kind not in PATCHES:
+        raise ValueError(f"solve.patch.kind {cfg.kind!r} is unknown; choose one of {', '.join(PATCHES)}")
+    return PATCHES[cfg.kind]
+
+
+# open_clip scores uncovered classes once a model is configured; until then it backs off
+register_patch("open_clip", active=lambda cfg: bool(cfg.model), load=lambda cfg: ClipPatch(cfg) if cfg.model else None)
+register_patch("backoff", active=lambda cfg: False, load=lambda cfg: None)
+register_patch("none", active=lambda cfg: False, load=lambda cfg: None, backoff=False)
+
+
+def patch_active(cfg: PatchParams | None) -> bool:
+    """Whether the configured patch scores uncovered classes (no model is loaded to answer)."""
+    return cfg is not None and get_patch_kind(cfg).active(cfg)
+
+
 def load_patch(cfg: PatchParams | None) -> ClipPatch | None:
-    """The configured patch, or None when no VLM is configured."""
-    if cfg is None or not cfg.model:
+    """The configured patch's scorer, or None when it has none."""
+    if cfg is None:
         return None
-    return ClipPatch(cfg)
+    return get_patch_kind(cfg).load(cfg)
 
 
 def fuse(p_experts: np.ndarray, covered: Sequence[int], p_clip: np.ndarray | None, uncovered: Sequence[int],

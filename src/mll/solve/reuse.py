@@ -29,15 +29,17 @@ from mll.data.sdag import SDAG
 
 @dataclass
 class Combiner:
-    """Maps per-model outputs to scores over the covered target classes."""
+    """Maps per-model outputs to scores over the covered target classes; `kind` names its entry in
+    the combiner registry (`COMBINERS`), which fits and applies it."""
 
-    kind: str  # stacking | statistics
+    kind: str  # a key of COMBINERS: stacking | statistics
     pairs: list[tuple[str, int, str]]  # (model, class index, node) features, in column order
     models: list[str]
     classes: list[int]  # target class indices the combiner predicts (covered classes)
-    clf: object | None = None
+    clf: object | None = None  # fitted state of kinds that learn (stacking: the logistic regression)
 
     def features(self, logp: dict[str, np.ndarray], gates: dict[str, np.ndarray], cols: dict) -> np.ndarray:
+        """Stacking features: log P_m(t_k|x) per selected (model, class) pair, then each model's gate."""
         n = len(next(iter(gates.values())))
         f = [np.log(np.clip(np.exp(logp[m][:, cols[(m, node)]]).sum(1), 1e-8, 1.0)) if cols[(m, node)]
              else np.full(n, np.log(1e-8)) for m, _, node in self.pairs]
@@ -46,18 +48,86 @@ class Combiner:
 
     def predict_proba(self, logp: dict[str, np.ndarray], gates: dict[str, np.ndarray], cols: dict) -> np.ndarray:
         """(N, len(classes)) probabilities over the covered classes."""
+        return get_combiner(self.kind).predict(self, logp, gates, cols)
+
+
+# --- the registry of combiners ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class CombinerKind:
+    """How one kind of combiner is fitted on node data and applied to live outputs."""
+
+    key: str
+    fit: Callable[..., None]  # (comb, logp, gates, cols, y, weights, C, seed) -> None, sets comb.clf/classes
+    predict: Callable[..., np.ndarray]  # (comb, logp, gates, cols) -> (N, len(comb.classes))
+    description: str = ""
+
+
+COMBINERS: dict[str, CombinerKind] = {}
+
+
+def register_combiner(key: str, description: str = ""):
+    """Decorator for a class with static `fit` and `predict`; the class's key is its registry name."""
+
+    def deco(cls):
+        COMBINERS[key] = CombinerKind(key, cls.fit, cls.predict, description or (cls.__doc__ or "").strip())
+        return cls
+
+    return deco
+
+
+def get_combiner(key: str) -> CombinerKind:
+    if key not in COMBINERS:
+        raise ValueError(f"unknown combiner {key!r}; known: {', '.join(COMBINERS)}")
+    return COMBINERS[key]
+
+
+@register_combiner("stacking")
+class _Stacking:
+    """Regularised multinomial logistic regression over the pairs' log-probabilities and the gates."""
+
+    @staticmethod
+    def fit(comb: Combiner, logp: dict, gates: dict, cols: dict, y: np.ndarray, weights: np.ndarray | None,
+            C: float, seed: int) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        comb.clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
+        comb.clf.fit(comb.features(logp, gates, cols), y, sample_weight=weights)
+        comb.classes = [int(c) for c in comb.clf.classes_]
+
+    @staticmethod
+    def predict(comb: Combiner, logp: dict, gates: dict, cols: dict) -> np.ndarray:
+        return comb.clf.predict_proba(comb.features(logp, gates, cols))
+
+
+@register_combiner("statistics")
+class _Statistics:
+    """Mean over a class's selected heads of g_m(x) P_m(t_k|x), normalised: nothing to fit."""
+
+    @staticmethod
+    def fit(comb: Combiner, *args, **kwargs) -> None:
+        return None
+
+    @staticmethod
+    def predict(comb: Combiner, logp: dict, gates: dict, cols: dict) -> np.ndarray:
         n = len(next(iter(gates.values())))
-        if self.kind == "stacking":
-            return self.clf.predict_proba(self.features(logp, gates, cols))
-        score = np.zeros((n, len(self.classes)))
-        count = np.zeros(len(self.classes))
-        for m, k, node in self.pairs:
-            j = self.classes.index(k)
+        score = np.zeros((n, len(comb.classes)))
+        count = np.zeros(len(comb.classes))
+        for m, k, node in comb.pairs:
+            j = comb.classes.index(k)
             p = np.exp(logp[m][:, cols[(m, node)]]).sum(1) if cols[(m, node)] else 0.0
             score[:, j] += gates[m] * p
             count[j] += 1
         score /= np.maximum(count, 1)
         return score / np.maximum(score.sum(1, keepdims=True), 1e-12)
+
+
+def choose_combiner(classes: list[int], y: np.ndarray, min_node_images: int, use_gates: bool) -> str:
+    """Stacking when every covered class has enough node images to fit on, else statistics; the
+    ungated ablation is always statistics (gates replaced by ones at prediction)."""
+    counts = [int((y == k).sum()) for k in classes]
+    if not use_gates or len(classes) < 2 or min(counts, default=0) < min_node_images:
+        return "statistics"
+    return "stacking"
 
 
 def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, cards: dict,
@@ -72,23 +142,13 @@ def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, car
     classes = sorted({k for _, k, _ in pairs})
     excl = {c.target_node: tuple(c.exclude) for c in sel.classes}
     cols = {(m, node): head_columns(cards[m], node, sdag, excl.get(node, ())) for m, _, node in pairs}
-    kind = "stacking"
-    counts = {k: int((y == k).sum()) for k in classes}
-    if not classes or min(counts.values(), default=0) < min_node_images or len(classes) < 2:
-        kind = "statistics"
-    if not use_gates:  # the ablation: plain subtree probabilities, gates replaced by ones at prediction
-        kind = "statistics"
-    comb = Combiner(kind, pairs, models, classes)
-    if comb.kind == "stacking":
-        from sklearn.linear_model import LogisticRegression
-
-        mask = np.isin(y, classes)
+    comb = Combiner(choose_combiner(classes, y, min_node_images, use_gates), pairs, models, classes)
+    mask = np.isin(y, classes)
+    if comb.kind != "statistics":  # statistics fits nothing: skip reading the node outputs
         logp = {m: bank.logp(m)[mask] for m in models}
         gates = {m: bank.gate(m)[mask] for m in models}
-        X = comb.features(logp, gates, cols)
-        comb.clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
-        comb.clf.fit(X, y[mask], sample_weight=None if weights is None else weights[mask])
-        comb.classes = [int(c) for c in comb.clf.classes_]
+        get_combiner(comb.kind).fit(comb, logp, gates, cols, y[mask], None if weights is None else weights[mask],
+                                    C, seed)
     sel.combiner = comb.kind if use_gates else "statistics-ungated"
     return comb, cols
 

@@ -22,7 +22,7 @@ from mll.hub.store import Hub
 from mll.data.images import ImageError, open_image
 from mll.solve.matching import Match, Matcher
 from mll.solve.outputs import OutputCache
-from mll.solve.patch import fuse, load_patch
+from mll.solve.patch import fuse, get_patch_kind, load_patch, patch_active
 from mll.solve.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
 from mll.data.sdag import SDAG
 
@@ -62,7 +62,7 @@ class Context:
         return cls(sdag, hub, index, cards, matcher, cfg)
 
     def get_patch(self):
-        if self.patch is None and self.cfg.patch.model:
+        if self.patch is None and patch_active(self.cfg.patch):
             self.patch = load_patch(self.cfg.patch)
         return self.patch
 
@@ -108,11 +108,12 @@ def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None =
     targets = [m.synset for m in matches]
     index = ctx.index if restrict_models is None else ctx.index.subset(restrict_models)
     covered_nodes = set(index.nodes.loc[index.nodes["head_classes"] > 0, "node"]) if len(index.nodes) else set()
-    patch_on = bool(cfg.patch.model)
+    patch_on = patch_active(cfg.patch)
+    may_backoff = get_patch_kind(cfg.patch).backoff
     backoffs = {}
     heads = {s for m in index.models for s in ctx.cards[m].synsets}
     for n, t in zip(plain, targets):
-        if t and t not in covered_nodes and not patch_on:
+        if t and t not in covered_nodes and not patch_on and may_backoff:
             near = ctx.sdag.nearest_covered(t, heads)
             if near and near[1] <= cfg.max_backoff_hops:  # a far relative says nothing about the class
                 backoffs[n] = near[0]
@@ -223,7 +224,7 @@ def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
         for j, cls in enumerate(p.combiner.classes):
             p_exp[:, p.covered.index(cls)] = probs[:, j]
     p_clip = None
-    if p.uncovered and cfg.patch.model and ctx.get_patch() is not None:
+    if p.uncovered and patch_active(cfg.patch) and ctx.get_patch() is not None:
         p_clip = ctx.get_patch().probs(images, p.names)
     if p_exp is None:
         p_exp = np.zeros((len(images), len(p.covered)))

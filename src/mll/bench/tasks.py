@@ -1,0 +1,119 @@
+"""Benchmark tasks: class names resolved to labelled `target_test` images.
+
+A task is data (params.yaml `benchmark.tasks`): class names, each with the images that belong to it
+given as dataset class names (`fashion_mnist: [Sandal, Sneaker]`) or WordNet subtrees
+(`tuxpaint: [bird.n.01]`), or a whole dataset (`source: digits`). Only `target_test` images are
+used: never expert training or probe (node) data, so no method has seen a task's test images.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from mll.config import BenchmarkParams
+from mll.data.images import open_image
+from mll.data.sdag import SDAG
+
+_SYNSET_NAME = re.compile(r"^[a-z0-9_\-'.]+\.n\.\d\d$")
+
+
+@dataclass
+class BenchTask:
+    """One benchmark task: class names and its labelled target_test images."""
+
+    name: str
+    classes: list[str]
+    uris: list[str]
+    y: np.ndarray
+    support: dict[str, int]
+    datasets: list[str]
+    members: dict[str, list[tuple[str, str]]]  # class -> (dataset, class name or synset name)
+    oracle: str | None = None  # dataset whose oracle expert answers this task
+    dropped: int = 0  # images that matched two classes (ambiguous), left out
+    _images: list[Image.Image] | None = field(default=None, repr=False)
+
+    def images(self) -> list[Image.Image]:
+        if self._images is None:
+            self._images = [open_image(u) for u in self.uris]
+        return self._images
+
+    def describe(self) -> dict:
+        return {"classes": self.classes, "support": self.support, "n_images": len(self.uris),
+                "datasets": self.datasets, "oracle": self.oracle, "dropped_ambiguous": self.dropped,
+                "members": {c: [f"{d}:{m}" for d, m in ms] for c, ms in self.members.items()}}
+
+
+def _members(name: str, entry, test: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
+    if isinstance(entry, dict) and "source" in entry:
+        ds = entry["source"]
+        rows = test[test["dataset"] == ds]
+        if rows.empty:
+            raise ValueError(f"benchmark task {name}: dataset {ds!r} has no target_test images "
+                             f"(have: {sorted(set(test['dataset']))})")
+        order = rows.drop_duplicates("class_name").sort_values("label")["class_name"]
+        return {c: [(ds, c)] for c in order}
+    classes = entry.get("classes") if isinstance(entry, dict) else None
+    if not isinstance(classes, dict) or len(classes) < 2:
+        raise ValueError(f"benchmark task {name}: give `source: <dataset>` or "
+                         "`classes: {name: {dataset: [members]}}` with at least two classes")
+    out = {}
+    for cname, sources in classes.items():
+        if not isinstance(sources, dict):
+            raise ValueError(f"benchmark task {name}, class {cname!r}: "
+                             "expected {dataset: [class names or synset names]}")
+        out[str(cname)] = [(ds, str(m)) for ds, ms in sources.items() for m in ([ms] if isinstance(ms, str) else ms)]
+    return out
+
+
+def build_task(name: str, entry: dict, test: pd.DataFrame, sdag: SDAG, max_per_class: int, seed: int,
+               oracle_datasets: set[str] = frozenset()) -> BenchTask:
+    """Resolve a task entry against the target_test manifest (deterministic per-class sample)."""
+    from mll.data.wordnet import resolve_synset, wnid
+
+    members = _members(name, entry, test)
+    hit = np.zeros((len(test), len(members)), dtype=bool)
+    ds_col, cls_col, syn_col = test["dataset"].to_numpy(), test["class_name"].to_numpy(), test["synset"].to_numpy()
+    for k, (cname, ms) in enumerate(members.items()):
+        for ds, m in ms:
+            in_ds = ds_col == ds
+            if not in_ds.any():
+                raise ValueError(f"benchmark task {name}, class {cname!r}: no target_test images from {ds!r}")
+            if _SYNSET_NAME.match(m):
+                root = wnid(resolve_synset(m))
+                nodes = (sdag.descendants(root) | {root}) if root in sdag else {root}
+                sel = in_ds & np.isin(syn_col, list(nodes))
+            else:
+                sel = in_ds & (cls_col == m)
+            if not sel.any():
+                known = sorted(set(cls_col[in_ds]))[:12]
+                raise ValueError(f"benchmark task {name}, class {cname!r}: {ds}:{m} matches no target_test image "
+                                 f"(class names there include {known}; or give a synset name like bird.n.01)")
+            hit[:, k] |= sel
+    single = hit.sum(1) == 1
+    dropped = int((hit.sum(1) > 1).sum())
+    rng = np.random.default_rng(seed)
+    uris, y, support = [], [], {}
+    for k, cname in enumerate(members):
+        idx = np.flatnonzero(hit[:, k] & single)
+        if len(idx) > max_per_class:
+            idx = np.sort(rng.choice(idx, max_per_class, replace=False))
+        uris += list(test["uri"].to_numpy()[idx])
+        y += [k] * len(idx)
+        support[cname] = len(idx)
+    datasets = sorted({d for ms in members.values() for d, _ in ms})
+    named = all(not _SYNSET_NAME.match(m) for ms in members.values() for _, m in ms)
+    oracle = datasets[0] if len(datasets) == 1 and named and datasets[0] in oracle_datasets else None
+    return BenchTask(name, list(members), uris, np.asarray(y), support, datasets, members, oracle, dropped)
+
+
+def build_tasks(tasks: dict, test: pd.DataFrame, sdag: SDAG, bp: BenchmarkParams,
+                oracle_datasets: set[str] = frozenset()) -> list[BenchTask]:
+    """Every task of `benchmark.tasks`, resolved against the manifest's target_test rows."""
+    test = test[test["split"] == "target_test"] if "split" in test else test
+    return [build_task(n, e, test.reset_index(drop=True), sdag, bp.max_per_class, bp.seed, oracle_datasets)
+            for n, e in tasks.items()]
