@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mll.solve.chco import select
 from mll.bench.synthetic import SyntheticIndex, synthetic_sdag
+from mll.solve.chco import select
 
 
 def _rss_mb() -> float:
@@ -40,15 +40,35 @@ def _time_select(index, sdag, targets, solver: str) -> tuple[float, float]:
 
 
 def matching_time(n_names: int = 100) -> float | None:
-    from mll.solve.matching import Matcher
     from mll.data.sdag import SDAG
+    from mll.solve.matching import Matcher
 
     path = Path("data/sdag")
     if not (path / "sdag.json").is_file():
         return None
     g = SDAG.load(path)
-    words = ["dog", "cat", "car", "truck", "shoe", "boot", "shirt", "apple", "banana", "bird", "fish", "tree",
-             "chair", "table", "lamp", "clock", "phone", "horse", "sheep", "cow"]
+    words = [
+        "dog",
+        "cat",
+        "car",
+        "truck",
+        "shoe",
+        "boot",
+        "shirt",
+        "apple",
+        "banana",
+        "bird",
+        "fish",
+        "tree",
+        "chair",
+        "table",
+        "lamp",
+        "clock",
+        "phone",
+        "horse",
+        "sheep",
+        "cow",
+    ]
     rng = np.random.default_rng(0)
     lemmas = sorted({lm.lower() for n in rng.choice(list(g), 4000) for lm in g.node(n)["lemmas"] if "_" not in lm})
     names = list(dict.fromkeys(words + list(rng.choice(lemmas, n_names * 2))))[:n_names]
@@ -74,7 +94,7 @@ def run(sizes: tuple[int, ...] = (1000, 2500, 5000, 10000), n_nodes: int = 20_00
             size = path.stat().st_size
             t = time.perf_counter()
             loaded = pd.read_parquet(path)
-            loaded.groupby("node").indices  # what the index builds on load
+            _ = loaded.groupby("node").indices  # what the index builds on load
             load = time.perf_counter() - t
             # stored outputs: write a sample of models' npz as the label store would, extrapolate
             sample = index.models[:20]
@@ -83,9 +103,15 @@ def run(sizes: tuple[int, ...] = (1000, 2500, 5000, 10000), n_nodes: int = 20_00
                 lab = index.label(m)
                 np.savez_compressed(Path(d) / f"{m}.npz", logp=lab.logp, lse=lab.lse)
                 out_bytes += (Path(d) / f"{m}.npz").stat().st_size
-        row = {"models": n, "label_rows": len(index.nodes), "build_s": build, "index_mb": size / 2**20,
-               "index_write_s": write, "index_load_s": load,
-               "outputs_mb_per_model": out_bytes / len(sample) / 2**20}
+        row = {
+            "models": n,
+            "label_rows": len(index.nodes),
+            "build_s": build,
+            "index_mb": size / 2**20,
+            "index_write_s": write,
+            "index_load_s": load,
+            "outputs_mb_per_model": out_bytes / len(sample) / 2**20,
+        }
         for k in (10, 50, 200):
             row[f"heur{k}_s"], _ = _time_select(index, sdag, _task(index, sdag, k, k), "heuristic")
         for k in (10, 30):
@@ -95,11 +121,13 @@ def run(sizes: tuple[int, ...] = (1000, 2500, 5000, 10000), n_nodes: int = 20_00
             row[f"exact{k}_s"], row[f"gap{k}"] = te, oe - oh
         row["peak_mb"] = _rss_mb()
         rows.append(row)
-        print(f"  {n:6d} models: {row['label_rows']:8d} label rows, index {row['index_mb']:.1f} MiB "
-              f"(write {write:.2f} s, load {load:.2f} s), heuristic 10/50/200 classes "
-              f"{row['heur10_s']:.2f}/{row['heur50_s']:.2f}/{row['heur200_s']:.2f} s, exact 10/30 "
-              f"{row['exact10_s']:.2f}/{row['exact30_s']:.2f} s (gap {row['gap10']:.4f}/{row['gap30']:.4f}), "
-              f"peak {row['peak_mb']:.0f} MiB")
+        print(
+            f"  {n:6d} models: {row['label_rows']:8d} label rows, index {row['index_mb']:.1f} MiB "
+            f"(write {write:.2f} s, load {load:.2f} s), heuristic 10/50/200 classes "
+            f"{row['heur10_s']:.2f}/{row['heur50_s']:.2f}/{row['heur200_s']:.2f} s, exact 10/30 "
+            f"{row['exact10_s']:.2f}/{row['exact30_s']:.2f} s (gap {row['gap10']:.4f}/{row['gap30']:.4f}), "
+            f"peak {row['peak_mb']:.0f} MiB"
+        )
         del index
     mt = matching_time()
     if mt is not None:
@@ -118,8 +146,12 @@ def _report(rows: list[dict], match_s: float | None) -> None:
     out.mkdir(exist_ok=True)
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for col, label in (("heur10_s", "CHCO 10 classes"), ("heur50_s", "CHCO 50 classes"),
-                       ("heur200_s", "CHCO 200 classes"), ("index_load_s", "index load")):
+    for col, label in (
+        ("heur10_s", "CHCO 10 classes"),
+        ("heur50_s", "CHCO 50 classes"),
+        ("heur200_s", "CHCO 200 classes"),
+        ("index_load_s", "index load"),
+    ):
         ax[0].plot(df["models"], df[col], marker="o", label=label)
     ax[0].set_xlabel("models in hub")
     ax[0].set_ylabel("seconds")
@@ -131,8 +163,21 @@ def _report(rows: list[dict], match_s: float | None) -> None:
     ax[1].set_title("memory")
     fig.tight_layout()
     fig.savefig(out / "scale.png", dpi=100)
-    cols = ["models", "label_rows", "index_mb", "index_load_s", "outputs_mb_per_model", "heur10_s", "heur50_s",
-            "heur200_s", "exact10_s", "exact30_s", "gap10", "gap30", "peak_mb"]
+    cols = [
+        "models",
+        "label_rows",
+        "index_mb",
+        "index_load_s",
+        "outputs_mb_per_model",
+        "heur10_s",
+        "heur50_s",
+        "heur200_s",
+        "exact10_s",
+        "exact30_s",
+        "gap10",
+        "gap30",
+        "peak_mb",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")

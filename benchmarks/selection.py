@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from mll.solve.chco import select, solve_exact, solve_heuristic
 from mll.bench.synthetic import SyntheticIndex, synthetic_sdag
+from mll.solve.chco import select, solve_exact, solve_heuristic
 
 
 def _random_problem(rng, k: int, models: int, per_class: int = 3, max_heads: int = 2, cost: float = 0.01):
@@ -45,8 +45,10 @@ def run(n_models: int = 10_000, n_nodes: int = 20_000, n_classes: int = 50) -> d
         sel, _, _ = select(index, sdag, names, targets, index.cards, solver=solver.split()[-1])
         out[solver] = (time.perf_counter() - t1, sel.objective, len(sel.models))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"synthetic hub: {n_models} models, {n_nodes} nodes, {len(index.nodes)} (model, node) label rows; "
-          f"built in {build:.1f} s")
+    print(
+        f"synthetic hub: {n_models} models, {n_nodes} nodes, {len(index.nodes)} (model, node) label rows; "
+        f"built in {build:.1f} s"
+    )
     for solver in ("cold heuristic", "heuristic", "exact"):
         sec, obj, nm = out[solver]
         print(f"  {n_classes}-class selection, {solver:14s}: {sec:.3f} s, objective {obj:.4f}, {nm} models")
@@ -61,6 +63,8 @@ def run(n_models: int = 10_000, n_nodes: int = 20_000, n_classes: int = 50) -> d
         t1 = time.perf_counter()
         he, _ = solve_heuristic(p)
         th = time.perf_counter() - t1
-        print(f"  {k}-class task, 100 candidate models: exact ({how}) {te:.3f} s, heuristic {th:.4f} s, "
-              f"gap {p.objective(ex) - p.objective(he):.5f}")
+        print(
+            f"  {k}-class task, 100 candidate models: exact ({how}) {te:.3f} s, heuristic {th:.4f} s, "
+            f"gap {p.objective(ex) - p.objective(he):.5f}"
+        )
     return out

@@ -25,9 +25,13 @@ def import_one(name: str, params_file: str, hub: str) -> int:
 
 
 @flow(name="build-hub")
-def build_hub_flow(trained: list[str] | None = None, imagenet: list[str] | None = None,
-                   params_file: str = "params.yaml", manifest: str = "data/splits/expert_train.parquet",
-                   hub: str = "models") -> dict:
+def build_hub_flow(
+    trained: list[str] | None = None,
+    imagenet: list[str] | None = None,
+    params_file: str = "params.yaml",
+    manifest: str = "data/splits/expert_train.parquet",
+    hub: str = "models",
+) -> dict:
     """Train the named demo experts and import the named ImageNet experts into `hub`."""
     out = {n: train_one(n, params_file, manifest, hub) for n in trained or []}
     out.update({n: import_one(n, params_file, hub) for n in imagenet or []})

@@ -20,8 +20,9 @@ def split_and_validate(params: DataParams, out: str, summary: str) -> dict:
 
 
 @flow(name="prepare-data")
-def prepare_data_flow(out: str = "data/splits", summary: str = "reports/data_summary.json",
-                      params_file: str = "params.yaml") -> dict:
+def prepare_data_flow(
+    out: str = "data/splits", summary: str = "reports/data_summary.json", params_file: str = "params.yaml"
+) -> dict:
     """Split every configured dataset into expert_train / probe / target_test manifests."""
     return split_and_validate(load_section("data", params_file), out, summary)
 

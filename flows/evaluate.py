@@ -45,33 +45,50 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
     with _LOCK:
         bm.log_cell(c, t, enabled=st["params"].track)
     acc = "skipped: " + c["reason"] if c["status"] == "skipped" else f"{c['accuracy']:.4f}"
-    get_run_logger().info(f"{task_name} / {method}{'' if seed is None else f' seed {seed}'}: {acc} "
-                          f"({c['seconds']:.1f} s) {c['detail']}")
+    get_run_logger().info(
+        f"{task_name} / {method}{'' if seed is None else f' seed {seed}'}: {acc} ({c['seconds']:.1f} s) {c['detail']}"
+    )
     return c
 
 
 @task(name="growth-cell", cache_policy=NO_CACHE)
 def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
     st = _state(paths)
-    rows = bm.growth_cell(st["ctx"], list(st["tasks"].values()), size, seed, models,
-                          st["params"].growth_methods, st["cache"])
-    mean = {m: round(sum(r["accuracy"] for r in rows if r["method"] == m) / len(st["tasks"]), 3)
-            for m in st["params"].growth_methods}
+    rows = bm.growth_cell(
+        st["ctx"], list(st["tasks"].values()), size, seed, models, st["params"].growth_methods, st["cache"]
+    )
+    mean = {
+        m: round(sum(r["accuracy"] for r in rows if r["method"] == m) / len(st["tasks"]), 3)
+        for m in st["params"].growth_methods
+    }
     get_run_logger().info(f"sub-hub size {size} seed {seed} {models}: mean accuracy {mean}")
     return rows
 
 
 @flow(name="evaluate")
-def evaluate_flow(params_file: str = "params.yaml", hub: str = "models", labels: str = "labels",
-                  sdag: str = "data/sdag", manifest: str = "data/splits/target_test.parquet",
-                  oracles: str = "oracles", out: str = "reports/benchmark/cells.json",
-                  cache_dir: str = ".cache/outputs") -> dict:
+def evaluate_flow(
+    params_file: str = "params.yaml",
+    hub: str = "models",
+    labels: str = "labels",
+    sdag: str = "data/sdag",
+    manifest: str = "data/splits/target_test.parquet",
+    oracles: str = "oracles",
+    out: str = "reports/benchmark/cells.json",
+    cache_dir: str = ".cache/outputs",
+) -> dict:
     """Run the benchmark grid and the growth curve; write the cells document to `out`.
 
     `cache_dir` keeps every model's outputs per image across runs (keyed by weights hash)."""
     t0 = time.perf_counter()
-    paths = {"params_file": params_file, "hub": hub, "labels": labels, "sdag": sdag, "manifest": manifest,
-             "oracles": oracles, "cache_dir": cache_dir}
+    paths = {
+        "params_file": params_file,
+        "hub": hub,
+        "labels": labels,
+        "sdag": sdag,
+        "manifest": manifest,
+        "oracles": oracles,
+        "cache_dir": cache_dir,
+    }
     st = _state(paths)
     bp = st["params"]
     grid = bm.grid(list(st["tasks"]), bp)
@@ -92,4 +109,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     workers = bm.load_params(a.params).workers
     evaluate_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(
-        params_file=a.params, out=a.out, oracles=a.oracles)
+        params_file=a.params, out=a.out, oracles=a.oracles
+    )

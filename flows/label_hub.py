@@ -49,27 +49,53 @@ def _runner(params: LabelParams):
 
         if params.dask_address:
             return DaskTaskRunner(address=params.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": max(1, params.concurrency), "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": max(1, params.concurrency),
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     raise ValueError(f"label.task_runner must be 'thread' or 'dask', got {params.task_runner!r}")
 
 
 @flow(name="label-hub", log_prints=True)
-def label_hub_flow(models: list[str] | None = None, force: bool = False, params_file: str = "params.yaml",
-                   hub: str = "models", probe: str = "data/splits/probe.parquet", sdag: str = "data/sdag",
-                   labels: str = "labels", summary: str | None = "reports/labels_summary.json",
-                   device: str | None = None, batch_size: int | None = None, concurrency: int | None = None,
-                   task_runner: str | None = None, dask_address: str | None = None) -> dict:
+def label_hub_flow(
+    models: list[str] | None = None,
+    force: bool = False,
+    params_file: str = "params.yaml",
+    hub: str = "models",
+    probe: str = "data/splits/probe.parquet",
+    sdag: str = "data/sdag",
+    labels: str = "labels",
+    summary: str | None = "reports/labels_summary.json",
+    device: str | None = None,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
+    task_runner: str | None = None,
+    dask_address: str | None = None,
+) -> dict:
     """Label the hub's models (all, or `models`); unchanged models are skipped."""
     params = load_section("label", params_file)
-    overrides = {k: v for k, v in dict(device=device, batch_size=batch_size, concurrency=concurrency,
-                                         task_runner=task_runner, dask_address=dask_address).items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            device=device,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            task_runner=task_runner,
+            dask_address=dask_address,
+        ).items()
+        if v is not None
+    }
     params = replace(params, **overrides)
     names = models or Hub(hub).names()
     paths = {"hub_root": hub, "probe_path": probe, "sdag_path": sdag, "labels_root": labels}
     results, failed = _label_models.with_options(task_runner=_runner(params))(names, params, paths, force)
-    report = finish_label_stage(results, hub, labels, summary if not models else None, log=get_run_logger().info,
-                                failed=failed)
+    report = finish_label_stage(
+        results, hub, labels, summary if not models else None, log=get_run_logger().info, failed=failed
+    )
     if failed:  # fail loudly, after every other model is labeled and the report is written
         raise RuntimeError(f"models failed to label: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
     return report
@@ -85,5 +111,12 @@ if __name__ == "__main__":
     ap.add_argument("--task-runner", choices=["thread", "dask"])
     ap.add_argument("--dask-address")
     a = ap.parse_args()
-    label_hub_flow(a.models, a.force, a.params, device=a.device, concurrency=a.concurrency,
-                   task_runner=a.task_runner, dask_address=a.dask_address)
+    label_hub_flow(
+        a.models,
+        a.force,
+        a.params,
+        device=a.device,
+        concurrency=a.concurrency,
+        task_runner=a.task_runner,
+        dask_address=a.dask_address,
+    )

@@ -25,8 +25,12 @@ def train_one(dataset: str, params_file: str, manifest: str, out: str) -> dict:
 
 
 @flow(name="train-oracles")
-def train_oracles_flow(datasets: list[str], params_file: str = "params.yaml",
-                       manifest: str = "data/splits/expert_train.parquet", out: str = "oracles") -> dict:
+def train_oracles_flow(
+    datasets: list[str],
+    params_file: str = "params.yaml",
+    manifest: str = "data/splits/expert_train.parquet",
+    out: str = "oracles",
+) -> dict:
     """Train the oracle expert of each dataset in `datasets` (names under benchmark.oracles)."""
     return {d: train_one(d, params_file, manifest, out) for d in datasets}
 

@@ -27,14 +27,20 @@ def _context(params_file: str, hub: str, labels: str, sdag: str) -> Context:
 @task(name="evaluate-task", retries=1, cache_policy=NO_CACHE)
 def evaluate_task(task_dir: str, paths: dict) -> dict:
     rep = evaluate_folder(_context(**paths), task_dir)
-    get_run_logger().info(f"{task_dir}: accuracy {rep['accuracy']:.4f} on {rep['n_images']} images, "
-                          f"selection {rep['selection']}")
+    get_run_logger().info(
+        f"{task_dir}: accuracy {rep['accuracy']:.4f} on {rep['n_images']} images, selection {rep['selection']}"
+    )
     return {k: rep[k] for k in ("task_dir", "accuracy", "n_images", "per_class", "selection", "uncovered", "matched")}
 
 
 @flow(name="solve-task")
-def solve_task_flow(task_dirs: list[str], params_file: str = "params.yaml", hub: str = "models",
-                    labels: str = "labels", sdag: str = "data/sdag") -> list[dict]:
+def solve_task_flow(
+    task_dirs: list[str],
+    params_file: str = "params.yaml",
+    hub: str = "models",
+    labels: str = "labels",
+    sdag: str = "data/sdag",
+) -> list[dict]:
     """Evaluate each ImageFolder in `task_dirs` (sub-folder names are the class names)."""
     paths = {"params_file": params_file, "hub": hub, "labels": labels, "sdag": sdag}
     return [f.result() for f in evaluate_task.map(task_dirs, paths=unmapped(paths))]

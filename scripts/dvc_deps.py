@@ -123,7 +123,7 @@ def imported_names(source: str, package: str, filename: str = "<module>") -> set
             if node.level:
                 parts = package.split(".") if package else []
                 keep = len(parts) - (node.level - 1)
-                base_parts = parts[:max(keep, 0)]
+                base_parts = parts[: max(keep, 0)]
                 if node.module:
                     base_parts = base_parts + node.module.split(".")
                 base = ".".join(base_parts)
@@ -190,7 +190,7 @@ def entry_points(cmd: str | list[str], root: Path) -> list[Entry]:
         for i, token in enumerate(tokens):
             if not _PYTHON.match(Path(token).name):
                 continue
-            entry = _python_entry(tokens[i + 1:], cwd, src)
+            entry = _python_entry(tokens[i + 1 :], cwd, src)
             if entry is not None:
                 entries.append(entry)
     return entries
@@ -288,8 +288,10 @@ def wanted_deps(dvc_yaml: Path, root: Path) -> dict[str, list[str]]:
     for stage in read_stages(dvc_yaml):
         cmd = stage.body.get("cmd")
         if str(stage.body.get("wdir", ".")).strip("/") not in {"", "."}:
-            raise SystemExit(f"dvc_deps: stage {stage.name} sets wdir, which this tool does not handle "
-                             "(its paths would be relative to wdir)")
+            raise SystemExit(
+                f"dvc_deps: stage {stage.name} sets wdir, which this tool does not handle "
+                "(its paths would be relative to wdir)"
+            )
         code = stage_code_deps(cmd, root) if cmd else None
         if code is not None:
             out[stage.name] = code
@@ -370,8 +372,7 @@ def _quote(path: str) -> str:
     return json.dumps(path)
 
 
-def _deps_block(lines: list[str], key_line: int, key_indent: int, rest: str, code: list[str],
-                root: Path) -> list[str]:
+def _deps_block(lines: list[str], key_line: int, key_indent: int, rest: str, code: list[str], root: Path) -> list[str]:
     """New lines for a `deps:` key: code deps first (sorted), then the other deps with their comments."""
     key_text = lines[key_line].split(":", 1)[0].rstrip()
     if rest and not rest.startswith("#"):  # flow style `deps: [a, b]`: re-emit as a block list
@@ -379,7 +380,7 @@ def _deps_block(lines: list[str], key_line: int, key_indent: int, rest: str, cod
         item_indent = key_indent + 2
     else:
         end = _sequence_end(lines, key_line + 1, key_indent)
-        items, item_indent = _split_items(lines[key_line + 1:end], key_indent)
+        items, item_indent = _split_items(lines[key_line + 1 : end], key_indent)
     pad = " " * item_indent
     out = [f"{key_text}:{('  ' + rest) if rest.startswith('#') else ''}\n"]
     kept: list[str] = []
@@ -487,8 +488,9 @@ def _verify(old: str, new: str, wanted: dict[str, list[str]], root: Path) -> Non
         body = stage.get("do", stage)
         body["deps"] = list(code) + [d for d in body.get("deps") or [] if not is_code_dep(d, root)]
     if before != after:
-        raise SystemExit("dvc_deps: the text rewrite of dvc.yaml went wrong (it would change more than deps); "
-                         "nothing written")
+        raise SystemExit(
+            "dvc_deps: the text rewrite of dvc.yaml went wrong (it would change more than deps); nothing written"
+        )
 
 
 # --------------------------------------------------------------------------------- command line
@@ -497,12 +499,15 @@ def _verify(old: str, new: str, wanted: dict[str, list[str]], root: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Derive each dvc.yaml stage's code deps from the import closure of its entry point "
-                    "(static, via ast). Without --check/--write, print them.")
+        "(static, via ast). Without --check/--write, print them."
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true",
-                      help="exit 1 and list, per stage, the missing and the superfluous code deps")
-    mode.add_argument("--write", action="store_true",
-                      help="rewrite the code deps in dvc.yaml in place (comments and layout kept)")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 and list, per stage, the missing and the superfluous code deps"
+    )
+    mode.add_argument(
+        "--write", action="store_true", help="rewrite the code deps in dvc.yaml in place (comments and layout kept)"
+    )
     parser.add_argument("--root", type=Path, default=REPO, help="project root (default: %(default)s)")
     parser.add_argument("--dvc-yaml", type=Path, default=None, help="the pipeline file (default: ROOT/dvc.yaml)")
     args = parser.parse_args(argv)
@@ -518,8 +523,11 @@ def main(argv: list[str] | None = None) -> int:
             for p in r.superfluous:
                 print(f"  superfluous  {p}")
         if reports:
-            print(f"{dvc_yaml.name}: code deps out of date in {len(reports)} stage(s); "
-                  f"fix with: python scripts/dvc_deps.py --write", file=sys.stderr)
+            print(
+                f"{dvc_yaml.name}: code deps out of date in {len(reports)} stage(s); "
+                f"fix with: python scripts/dvc_deps.py --write",
+                file=sys.stderr,
+            )
             return 1
         print(f"{dvc_yaml.name}: every stage's code deps match its import closure")
         return 0

@@ -18,10 +18,30 @@ apply_offline_defaults()
 
 # Synsets the small test SDAG must cover (its ancestor closure is built).
 TEST_VOCAB_NAMES = [
-    "dog.n.01", "tabby.n.01", "gym_shoe.n.01", "sandal.n.01", "boot.n.01", "jersey.n.03",
-    "trouser.n.01", "car.n.01", "jeep.n.01", "pullover.n.01", "dress.n.01", "coat.n.01", "shirt.n.01",
-    "bag.n.04", "zero.n.02", "one.n.01", "two.n.01", "three.n.01", "four.n.01", "five.n.01", "six.n.01",
-    "seven.n.01", "eight.n.01", "nine.n.01",
+    "dog.n.01",
+    "tabby.n.01",
+    "gym_shoe.n.01",
+    "sandal.n.01",
+    "boot.n.01",
+    "jersey.n.03",
+    "trouser.n.01",
+    "car.n.01",
+    "jeep.n.01",
+    "pullover.n.01",
+    "dress.n.01",
+    "coat.n.01",
+    "shirt.n.01",
+    "bag.n.04",
+    "zero.n.02",
+    "one.n.01",
+    "two.n.01",
+    "three.n.01",
+    "four.n.01",
+    "five.n.01",
+    "six.n.01",
+    "seven.n.01",
+    "eight.n.01",
+    "nine.n.01",
 ]
 
 
@@ -35,7 +55,6 @@ def wordnet():
 @pytest.fixture(scope="session")
 def small_sdag(wordnet):
     from mll.data.sdag import build_sdag
-
     from mll.data.wordnet import wnid
 
     return build_sdag([wnid(wordnet.synset(n)) for n in TEST_VOCAB_NAMES])
@@ -90,8 +109,8 @@ def tiny_world(tmp_path_factory, small_sdag):
 
     from mll.config import SplitSizes
     from mll.data.datasets import load_dataset
-    from mll.hub.store import Hub
     from mll.data.splits import split_dataset
+    from mll.hub.store import Hub
     from mll.hub.training import ExpertSpec, train_expert
 
     root = tmp_path_factory.mktemp("world")
@@ -106,8 +125,13 @@ def tiny_world(tmp_path_factory, small_sdag):
     probe.to_parquet(probe_path)
     sdag_dir = root / "sdag"
     small_sdag.save(sdag_dir)
-    return {"root": root, "hub": hub, "probe": probe_path, "sdag": sdag_dir,
-            "test": digits[digits.split == "target_test"].reset_index(drop=True)}
+    return {
+        "root": root,
+        "hub": hub,
+        "probe": probe_path,
+        "sdag": sdag_dir,
+        "test": digits[digits.split == "target_test"].reset_index(drop=True),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -117,8 +141,15 @@ def tiny_labels(tiny_world, tmp_path_factory) -> Path:
     from mll.labels.run import label_stage
 
     labels = tmp_path_factory.mktemp("tiny_labels")
-    label_stage(LabelParams(track=False, device="cpu"), hub_root=tiny_world["hub"].root, probe_path=tiny_world["probe"],
-                sdag_path=tiny_world["sdag"], labels_root=labels, summary_path=None, log=lambda *_: None)
+    label_stage(
+        LabelParams(track=False, device="cpu"),
+        hub_root=tiny_world["hub"].root,
+        probe_path=tiny_world["probe"],
+        sdag_path=tiny_world["sdag"],
+        labels_root=labels,
+        summary_path=None,
+        log=lambda *_: None,
+    )
     return labels
 
 
@@ -131,8 +162,11 @@ def tiny_clip(tmp_path_factory) -> tuple[str, Path]:
     import torch
 
     root = tmp_path_factory.mktemp("clip")
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (root / "tiny-clip-test.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(str(root / "tiny-clip-test.json"))
     torch.manual_seed(0)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mll.solve.adaptation import W_MAX, W_MIN, domain_weights
 from mll.labels.scores import auroc as _auc
+from mll.solve.adaptation import W_MAX, W_MIN, domain_weights
 
 
 def _outputs(rng, n, centre, c=5):
@@ -46,14 +46,16 @@ def test_weighted_auc_is_the_auc_of_repeated_images():
     pos, neg = rng.normal(1, 1, 30).round(1), rng.normal(0, 1, 40).round(1)  # rounding makes ties
     assert _auc(pos, neg, np.ones(30), np.ones(40)) == pytest.approx(_auc(pos, neg))
     wp, wn = rng.integers(1, 4, 30), rng.integers(1, 4, 40)
-    assert _auc(pos, neg, wp.astype(float), wn.astype(float)) == pytest.approx(_auc(np.repeat(pos, wp), np.repeat(neg, wn)))
+    assert _auc(pos, neg, wp.astype(float), wn.astype(float)) == pytest.approx(
+        _auc(np.repeat(pos, wp), np.repeat(neg, wn))
+    )
 
 
 def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
     """End to end on the tiny hub: the probe pools digits and clothes; a digits task is adapted or
     not, and either way the report says what was measured."""
-    from mll.data.images import open_image
     from mll.config import SolveParams as SolveConfig
+    from mll.data.images import open_image
     from mll.solve.task import Context, evaluate, plan
 
     ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
@@ -65,7 +67,10 @@ def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
     images = [open_image(u) for u in test["uri"]]
     rep = evaluate(ctx, plan(ctx, names), images, y)
     a = rep["adaptation"]
-    assert set(a) >= {"auroc", "z", "reweighted", "effective_node_images", "models"} and set(a["models"]) == {"low", "high"}
+    assert set(a) >= {"auroc", "z", "reweighted", "effective_node_images", "models"} and set(a["models"]) == {
+        "low",
+        "high",
+    }
     assert rep["accuracy"] > 0.6
     off = evaluate(ctx, plan(ctx, names, cfg=SolveConfig(device="cpu", adapt=False)), images, y)
     assert off["adaptation"] is None
@@ -73,9 +78,9 @@ def test_solving_reports_what_adaptation_did(tiny_world, tiny_labels):
 
 def test_adaptation_does_not_run_the_selected_models_twice(tiny_world, tiny_labels, monkeypatch):
     """The candidates' run on the task's images doubles as the selected models' run (no cache given)."""
-    from mll.hub.store import Hub
-    from mll.data.images import open_image
     from mll.config import SolveParams as SolveConfig
+    from mll.data.images import open_image
+    from mll.hub.store import Hub
     from mll.solve.task import Context, evaluate, plan
 
     ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, tiny_labels, SolveConfig(device="cpu"))
@@ -85,6 +90,10 @@ def test_adaptation_does_not_run_the_selected_models_twice(tiny_world, tiny_labe
     real = Hub.load
     monkeypatch.setattr(Hub, "load", lambda self, name, **k: loads.append(name) or real(self, name, **k))
     names = [str(d) for d in range(6)]
-    evaluate(ctx, plan(ctx, names), [open_image(u) for u in test["uri"]],
-             np.asarray([names.index(c) for c in test["class_name"]]))
+    evaluate(
+        ctx,
+        plan(ctx, names),
+        [open_image(u) for u in test["uri"]],
+        np.asarray([names.index(c) for c in test["class_name"]]),
+    )
     assert sorted(loads) == ["high", "low"]  # each model loaded (and run) once

@@ -42,12 +42,22 @@ def world(tiny_world, tiny_labels, tmp_path_factory):
         "  oracles: {digits: {}}\n"
         "  tasks:\n    six: {classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
         " '3': {digits: ['3']}, '4': {digits: ['4']}, '5': {digits: ['5']}}}\n"
-        "    ten: {source: digits}\n")
+        "    ten: {source: digits}\n"
+    )
     ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, labels, SolveConfig(device="cpu"))
     ctx.matcher.use_embeddings = False
     test = pd.read_parquet(manifest)
-    return {"root": root, "labels": labels, "manifest": manifest, "train": train, "params": params, "ctx": ctx,
-            "test": test, "hub": tiny_world["hub"].root, "sdag": tiny_world["sdag"]}
+    return {
+        "root": root,
+        "labels": labels,
+        "manifest": manifest,
+        "train": train,
+        "params": params,
+        "ctx": ctx,
+        "test": test,
+        "hub": tiny_world["hub"].root,
+        "sdag": tiny_world["sdag"],
+    }
 
 
 def test_tasks_are_built_from_target_test_data(world, small_sdag):
@@ -60,21 +70,36 @@ def test_tasks_are_built_from_target_test_data(world, small_sdag):
     ten = build_task("ten", {"source": "digits"}, world["test"], small_sdag, 100, 0)
     assert ten.classes == [str(d) for d in range(10)] and sum(ten.support.values()) == 100
     # an image under two classes is ambiguous: left out and counted
-    amb = build_task("amb", {"classes": {"low": {"digits": ["0", "1"]}, "one": {"digits": ["1"]}}}, world["test"],
-                     small_sdag, 100, 0)
+    amb = build_task(
+        "amb", {"classes": {"low": {"digits": ["0", "1"]}, "one": {"digits": ["1"]}}}, world["test"], small_sdag, 100, 0
+    )
     assert amb.support == {"low": 10, "one": 0} and amb.dropped == 10 and amb.oracle is None
     # a WordNet subtree member: every digit synset lies under digit.n.01
-    sub = build_task("sub", {"classes": {"digit": {"digits": ["digit.n.01"]}, "zero": {"digits": ["0"]}}},
-                     world["test"], small_sdag, 100, 0)
+    sub = build_task(
+        "sub",
+        {"classes": {"digit": {"digits": ["digit.n.01"]}, "zero": {"digits": ["0"]}}},
+        world["test"],
+        small_sdag,
+        100,
+        0,
+    )
     assert sub.support["digit"] == 90 and sub.dropped == 10
 
 
 def test_bad_task_entries_name_the_fix(world, small_sdag):
     with pytest.raises(ValueError, match=r"digits:seven matches no target_test image.*class names there include"):
-        build_task("bad", {"classes": {"a": {"digits": ["seven"]}, "b": {"digits": ["1"]}}}, world["test"], small_sdag, 5, 0)
+        build_task(
+            "bad", {"classes": {"a": {"digits": ["seven"]}, "b": {"digits": ["1"]}}}, world["test"], small_sdag, 5, 0
+        )
     with pytest.raises(ValueError, match="no target_test images from 'tuxpaint'"):
-        build_task("bad", {"classes": {"a": {"tuxpaint": ["bird.n.01"]}, "b": {"digits": ["1"]}}}, world["test"],
-                   small_sdag, 5, 0)
+        build_task(
+            "bad",
+            {"classes": {"a": {"tuxpaint": ["bird.n.01"]}, "b": {"digits": ["1"]}}},
+            world["test"],
+            small_sdag,
+            5,
+            0,
+        )
     with pytest.raises(ValueError, match="at least two classes"):
         build_task("bad", {"classes": {"a": {"digits": ["1"]}}}, world["test"], small_sdag, 5, 0)
 
@@ -88,8 +113,10 @@ def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
     from mll.solve.task import evaluate_folder
 
     ctx, cache = world["ctx"], OutputCache()
-    cells = {m: run_cell(ctx, six, m, cache, seed=0 if m == "random" else None, oracle_hub=tmp_path / "none")
-             for m in list_methods()}
+    cells = {
+        m: run_cell(ctx, six, m, cache, seed=0 if m == "random" else None, oracle_hub=tmp_path / "none")
+        for m in list_methods()
+    }
     mll = cells["mll"]
     assert mll["status"] == "ok" and mll["accuracy"] > 0.6 and set(mll["models"]) == {"low", "high"}
     assert mll["answered_by"]["0"] == ["low"] and mll["answered_by"]["5"] == ["high"]
@@ -130,7 +157,7 @@ def test_oracle_is_trained_on_the_tasks_own_data(world, six, tmp_path):
     assert card.name == "oracle-digits" and card.num_classes == 10
     cell = run_cell(world["ctx"], six, "oracle", OutputCache(), oracle_hub=tmp_path / "oracles")
     assert cell["status"] == "ok" and cell["accuracy"] > 0.5 and cell["models"] == ["oracle-digits"]
-    with pytest.raises(KeyError, match="no oracle 'mnist' under benchmark.oracles"):
+    with pytest.raises(KeyError, match=r"no oracle 'mnist' under benchmark\.oracles"):
         train_oracle("mnist", world["params"], world["train"], tmp_path / "oracles")
 
 
@@ -159,14 +186,26 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     train_oracle("digits", world["params"], world["train"], tmp_path / "oracles", log=lambda *_: None)
     out = tmp_path / "cells.json"
-    doc = evaluate_flow(params_file=str(world["params"]), hub=str(world["hub"]), labels=str(world["labels"]),
-                        sdag=str(world["sdag"]), manifest=str(world["manifest"]), oracles=str(tmp_path / "oracles"),
-                        out=str(out), cache_dir=str(tmp_path / "outputs"))
+    doc = evaluate_flow(
+        params_file=str(world["params"]),
+        hub=str(world["hub"]),
+        labels=str(world["labels"]),
+        sdag=str(world["sdag"]),
+        manifest=str(world["manifest"]),
+        oracles=str(tmp_path / "oracles"),
+        out=str(out),
+        cache_dir=str(tmp_path / "outputs"),
+    )
     saved = json.loads(out.read_text())
     assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten"}
     per = {(c["task"], c["method"], c["seed"]) for c in saved["cells"]}
     assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9
-    assert {(g["size"], g["method"]) for g in saved["growth"]} == {(1, "mll"), (1, "uniform"), (2, "mll"), (2, "uniform")}
+    assert {(g["size"], g["method"]) for g in saved["growth"]} == {
+        (1, "mll"),
+        (1, "uniform"),
+        (2, "mll"),
+        (2, "uniform"),
+    }
     summary = write_report(out, tmp_path / "reports")
     assert summary["oracle"]["ratio"] is not None and summary["skipped"]["clip"]
     assert (tmp_path / "reports" / "plots" / "growth.png").is_file()
@@ -219,8 +258,12 @@ def exact_tmp():
     """A method registered for one test only: MLL with the exact CHCO solver."""
     from dataclasses import replace
 
-    @register_method("exact_tmp", label="MLL (exact solver, test)", heads="CHCO solved exactly",
-                     combination="calibrated, gated stacking")
+    @register_method(
+        "exact_tmp",
+        label="MLL (exact solver, test)",
+        heads="CHCO solved exactly",
+        combination="calibrated, gated stacking",
+    )
     def _exact(run):
         run.fill(run.solve(cfg=replace(run.ctx.cfg, solver="exact")))
 
@@ -246,8 +289,9 @@ def test_a_registered_method_is_run_and_reported(world, six, exact_tmp, tmp_path
     header = markdown(doc, summary).splitlines()[4]
     assert header.endswith("| MLL | uniform ensemble | MLL (exact solver, test) |")
     p = tmp_path / "params.yaml"
-    p.write_text("benchmark:\n  methods: [mll, exact_tmp]\n  growth_methods: [exact_tmp]\n"
-                 "  tasks: {a: {source: digits}}\n")
+    p.write_text(
+        "benchmark:\n  methods: [mll, exact_tmp]\n  growth_methods: [exact_tmp]\n  tasks: {a: {source: digits}}\n"
+    )
     assert load_params(p).methods == ("mll", exact_tmp)
 
 

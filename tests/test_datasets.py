@@ -7,9 +7,8 @@ import pytest
 
 from mll.data import datasets as D
 from mll.data.images import ImageError, open_image, split_uri, uri_exists
-from mll.paths import data_dir
 from mll.data.wordnet import synset_from_wnid
-
+from mll.paths import data_dir
 
 
 @pytest.mark.parametrize("name,n,classes", [("fashion_mnist", 70000, 10), ("mnist", 5000, 10), ("digits", 1797, 10)])
@@ -47,7 +46,7 @@ def test_class_table_is_complete_and_resolves():
     sizes = {"fashion_mnist": 10, "mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
     for ds, rows in table.items():
         assert len(rows) == sizes[ds], ds
-        for name, synset in rows:
+        for _name, synset in rows:
             synset_from_wnid(synset)  # raises if unknown
     fm = dict(table["fashion_mnist"])
     assert synset_from_wnid(fm["Sneaker"]).name() == "gym_shoe.n.01"

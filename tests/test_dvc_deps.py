@@ -70,18 +70,20 @@ def _write(path: Path, text: str) -> None:
 
 def _tiny_project(root: Path) -> None:
     _write(root / "src/pkg/__init__.py", "")
-    _write(root / "src/pkg/core.py",
-           "import json\n"
-           "from pkg import helpers\n"          # a submodule imported by `from package import name`
-           "from pkg.helpers import VALUE\n"    # an attribute: resolves to the module only
-           "\n\ndef run():\n"
-           "    from pkg.sub import lazy\n"     # function-local: still a dependency
-           "    return lazy, helpers, json\n")
+    _write(
+        root / "src/pkg/core.py",
+        "import json\n"
+        "from pkg import helpers\n"  # a submodule imported by `from package import name`
+        "from pkg.helpers import VALUE\n"  # an attribute: resolves to the module only
+        "\n\ndef run():\n"
+        "    from pkg.sub import lazy\n"  # function-local: still a dependency
+        "    return lazy, helpers, json\n",
+    )
     _write(root / "src/pkg/helpers.py", "VALUE = 1\n")
     _write(root / "src/pkg/sub/__init__.py", "")
     _write(root / "src/pkg/sub/lazy.py", "from . import rel\n")  # relative import
     _write(root / "src/pkg/sub/rel.py", "")
-    _write(root / "src/pkg/unused.py", "import pkg.core\n")     # imported by nobody
+    _write(root / "src/pkg/unused.py", "import pkg.core\n")  # imported by nobody
     _write(root / "flows/run.py", "import argparse\n\nfrom pkg.core import run\n")
 
 
@@ -122,8 +124,14 @@ def test_check_reports_exactly_the_missing_module_and_write_fixes_it(tmp_path: P
     dvc_yaml.write_text(SYNTHETIC_YAML)
 
     assert dvc_deps.stage_code_deps("python flows/run.py", tmp_path) == [
-        "flows/run.py", "src/pkg/__init__.py", "src/pkg/core.py", "src/pkg/helpers.py",
-        "src/pkg/sub/__init__.py", "src/pkg/sub/lazy.py", "src/pkg/sub/rel.py"]
+        "flows/run.py",
+        "src/pkg/__init__.py",
+        "src/pkg/core.py",
+        "src/pkg/helpers.py",
+        "src/pkg/sub/__init__.py",
+        "src/pkg/sub/lazy.py",
+        "src/pkg/sub/rel.py",
+    ]
 
     result = _run_script("--check", "--root", str(tmp_path))
     assert result.returncode == 1
@@ -133,7 +141,8 @@ def test_check_reports_exactly_the_missing_module_and_write_fixes_it(tmp_path: P
     assert result.returncode == 0, result.stderr
     # one line added, in sorted place; comments, data deps and everything else byte for byte
     assert dvc_yaml.read_text() == SYNTHETIC_YAML.replace(
-        "      - src/pkg/sub/rel.py\n", "      - src/pkg/sub/lazy.py\n      - src/pkg/sub/rel.py\n")
+        "      - src/pkg/sub/rel.py\n", "      - src/pkg/sub/lazy.py\n      - src/pkg/sub/rel.py\n"
+    )
     assert "      # the flow and the library it imports\n" in dvc_yaml.read_text()
     assert _run_script("--check", "--root", str(tmp_path)).returncode == 0
     assert _run_script("--write", "--root", str(tmp_path)).stdout.strip() == "dvc.yaml: already up to date"
@@ -160,7 +169,8 @@ def test_write_replaces_folder_and_flow_style_deps_and_adds_missing_blocks(tmp_p
         "  shell:\n"
         "    cmd: cp a b\n"
         "    deps:\n"
-        "      - a\n")
+        "      - a\n"
+    )
     _write(tmp_path / "src/pkg/resource.txt", "read by a module: a data dep, not code\n")
     reports = {r.stage: r for r in dvc_deps.check(tmp_path / "dvc.yaml", tmp_path)}
     assert set(reports) == {"folder", "flow", "none"}
@@ -184,15 +194,22 @@ def test_write_replaces_folder_and_flow_style_deps_and_adds_missing_blocks(tmp_p
 
 
 def _project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     keep = []
     for rel in listed:
         if not rel or not (REPO / rel).is_file():
             continue
-        if (rel in {"dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"}
-                or rel.startswith(("src/", "flows/", "scripts/"))
-                or (rel.startswith("data/") and rel.endswith(".csv"))):
+        if (
+            rel in {"dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"}
+            or rel.startswith(("src/", "flows/", "scripts/"))
+            or (rel.startswith("data/") and rel.endswith(".csv"))
+        ):
             keep.append(rel)
     return keep
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mll.data.images import ImageError, open_image
-from mll.solve.matching import MatchError, Matcher
+from mll.solve.matching import Matcher, MatchError
 
 
 def test_broken_images_are_refused_with_a_reason(tmp_path):
@@ -31,8 +31,15 @@ def test_decompression_bomb_is_refused(tmp_path):
         open_image(str(bomb))
 
 
-@pytest.mark.parametrize("mode,shape,dtype", [("L", (20, 20), np.uint8), ("RGBA", (20, 20, 4), np.uint8),
-                                               ("I;16", (20, 20), np.uint16), ("LA", (20, 20, 2), np.uint8)])
+@pytest.mark.parametrize(
+    "mode,shape,dtype",
+    [
+        ("L", (20, 20), np.uint8),
+        ("RGBA", (20, 20, 4), np.uint8),
+        ("I;16", (20, 20), np.uint16),
+        ("LA", (20, 20, 2), np.uint8),
+    ],
+)
 def test_odd_modes_become_l_or_rgb(tmp_path, mode, shape, dtype):
     arr = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
     path = tmp_path / f"x_{mode.replace(';', '')}.png"
@@ -45,15 +52,18 @@ def matcher(small_sdag):
     return Matcher(small_sdag, covered=["n02084071"], use_embeddings=False)
 
 
-@pytest.mark.parametrize("names,msg", [
-    (["dog", ""], "empty"),
-    (["dog", "dog"], "duplicate"),
-    (["dog", "x" * 10_000], "10000 characters long"),
-    (["dog", "ca\x00t"], "control characters"),
-    (["dog", "../../etc/passwd"], "no SDAG node matches"),
-    (["dog", "$(rm -rf /); `reboot`"], "no SDAG node matches"),
-    ([f"name{i}" for i in range(6000)], "at most 5000"),
-])
+@pytest.mark.parametrize(
+    "names,msg",
+    [
+        (["dog", ""], "empty"),
+        (["dog", "dog"], "duplicate"),
+        (["dog", "x" * 10_000], "10000 characters long"),
+        (["dog", "ca\x00t"], "control characters"),
+        (["dog", "../../etc/passwd"], "no SDAG node matches"),
+        (["dog", "$(rm -rf /); `reboot`"], "no SDAG node matches"),
+        ([f"name{i}" for i in range(6000)], "at most 5000"),
+    ],
+)
 def test_abusive_class_names_are_clear_errors(matcher, names, msg):
     with pytest.raises(MatchError, match=msg):
         matcher.match(names)

@@ -12,11 +12,13 @@ import torch
 import yaml
 from PIL import Image
 
-from mll.hub.cards import CardError, ExpertCard, HeadClass, InputConfig, card_from_dict, read_card, write_card
 from mll.cli import main
-from mll.hub.experts import UnsafeWeightsError, load_expert, load_state_dict, preprocess
-from mll.hub.store import Hub
+from mll.hub import sources
+from mll.hub.cards import CardError, ExpertCard, HeadClass, InputConfig, card_from_dict, read_card, write_card
+from mll.hub.experts import load_expert, preprocess
 from mll.hub.sources import AmbiguousClassError, import_efficientnet_lite, import_file, map_class_names
+from mll.hub.store import Hub
+from mll.hub.weights import UnsafeWeightsError, load_state_dict
 
 TINY = InputConfig(size=16, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -30,8 +32,9 @@ def tiny_state(n_classes: int = 3, arch: str = "test_resnet") -> dict:
 
 def tiny_card(name="tiny", n=3) -> ExpertCard:
     head = (HeadClass("dog", "n02084071"), HeadClass("cat", "n02121808"), HeadClass("car", "n02958343"))[:n]
-    return ExpertCard(name=name, source="timm", architecture="test_resnet", weights="", weights_sha256="",
-                      input=TINY, head=head)
+    return ExpertCard(
+        name=name, source="timm", architecture="test_resnet", weights="", weights_sha256="", input=TINY, head=head
+    )
 
 
 @pytest.fixture
@@ -140,7 +143,7 @@ def test_truncated_weights_are_a_clear_error(tmp_path):
     save_file({"a": torch.zeros(100)}, str(good))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(good.read_bytes()[:50])
-    with pytest.raises(CardError, match="bad.safetensors: unreadable"):
+    with pytest.raises(CardError, match=r"bad\.safetensors: unreadable"):
         load_state_dict(bad)
 
 
@@ -204,16 +207,26 @@ def test_timm_pretrained_id_from_a_local_cache(tmp_path):
     save_file(ref.state_dict(), str(snap / "model.safetensors"))
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     hub = tmp_path / "hub"
-    r = subprocess.run([sys.executable, "-m", "mll.cli", "hub", "add", f"timm:{model_id}", "--hub", str(hub)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "mll.cli", "hub", "add", f"timm:{model_id}", "--hub", str(hub)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     card = Hub(hub).card("test_resnet.r160_in1k")
     assert card.num_classes == 1000 and card.input.size == 160 and card.synsets[0] == "n01440764"
     sd = load_state_dict(hub / card.name / "weights.safetensors")
     assert torch.equal(sd["fc.weight"], ref.state_dict()["fc.weight"])
     # with no cache entry the error says what to do, in one line
-    r = subprocess.run([sys.executable, "-m", "mll.cli", "hub", "add", "timm:test_vit.r160_in1k", "--hub", str(hub)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "mll", "hub", "add", "timm:test_vit.r160_in1k", "--hub", str(hub)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "--weights FILE" in r.stderr and r.stderr.count("\n") == 1
 
 
@@ -228,15 +241,145 @@ def test_cli_hub_commands(hub, capsys, tmp_path):
     assert main(["hub", "list", "--hub", str(hub.root), "--sdag", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "1 models" in out
+    (tmp_path / "labels" / "tiny").mkdir(parents=True)
+    (tmp_path / "labels" / "tiny" / "summary.json").write_text("{}")
+    assert (
+        main(
+            [
+                "hub",
+                "list",
+                "--hub",
+                str(hub.root),
+                "--sdag",
+                str(tmp_path / "none"),
+                "--labels",
+                str(tmp_path / "labels"),
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines()[1].endswith("  yes")  # LABELED, read from --labels
     assert main(["hub", "show", "tiny", "--hub", str(hub.root)]) == 0
     assert "n02084071" in capsys.readouterr().out
     pth = tmp_path / "m.pth"
     torch.save(tiny_state(2), pth)
-    assert main(["hub", "add", str(pth), "--name", "two", "--arch", "test_resnet", "--classes", "crane,cat",
-                 "--hub", str(hub.root)]) == 2
+    assert (
+        main(
+            [
+                "hub",
+                "add",
+                str(pth),
+                "--name",
+                "two",
+                "--arch",
+                "test_resnet",
+                "--classes",
+                "crane,cat",
+                "--hub",
+                str(hub.root),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("mll: error: map these classes") and err.count("\n") == 1
-    assert main(["hub", "add", str(pth), "--name", "two", "--arch", "test_resnet", "--classes", "crane,cat",
-                 "--map", "crane=crane.n.05", "--input-size", "16", "--hub", str(hub.root)]) == 0
+    assert (
+        main(
+            [
+                "hub",
+                "add",
+                str(pth),
+                "--name",
+                "two",
+                "--arch",
+                "test_resnet",
+                "--classes",
+                "crane,cat",
+                "--map",
+                "crane=crane.n.05",
+                "--input-size",
+                "16",
+                "--hub",
+                str(hub.root),
+            ]
+        )
+        == 0
+    )
     assert main(["hub", "remove", "two", "--hub", str(hub.root)]) == 0
     assert main(["hub", "remove", "two", "--hub", str(hub.root)]) == 2
+
+
+def test_hub_add_of_an_unknown_source_names_the_fix(tmp_path, capsys):
+    for source in ("efficientnet-lite9", str(tmp_path / "missing.pth")):
+        assert main(["hub", "add", source, "--name", "x", "--arch", "test_resnet", "--hub", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mll: error: {source}: no such weights file") and err.count("\n") == 1
+        assert "--arch" in err and "--torchscript" in err and "timm:<id>" in err and "efficientnet-lite0" in err
+
+
+def test_a_registered_source_kind_is_added_loaded_and_run(tmp_path, capsys):
+    """A new source kind is one `register` call: its card `source`, its builder, its `mll hub add` importer."""
+    import timm
+    from safetensors.torch import save_file
+
+    def build(card, weights):
+        net = timm.create_model("test_resnet", pretrained=False, num_classes=card.num_classes)
+        return sources.fit_state_dict(net, sources.load_state_dict(weights), card, weights, "fc")
+
+    def add(hub, source, opts):
+        return sources.import_file(
+            hub,
+            opts.name,
+            Path(source.removeprefix("resnetfile:")),
+            opts.class_names(),
+            source="resnetfile",
+            input_cfg=opts.input_config(),
+            overwrite=opts.overwrite,
+        )
+
+    weights = tmp_path / "net.safetensors"
+    save_file(tiny_state(2), str(weights))
+    hub = Hub(tmp_path / "hub")
+    cmd = [
+        "hub",
+        "add",
+        f"resnetfile:{weights}",
+        "--name",
+        "mine",
+        "--classes",
+        "dog,zebra",
+        "--input-size",
+        "16",
+        "--hub",
+        str(hub.root),
+    ]
+    assert main(cmd) == 2 and "no such weights file" in capsys.readouterr().err  # not registered yet
+    sources.register(
+        sources.SourceKind(
+            "resnetfile", build, accepts=lambda s: s.startswith("resnetfile:"), add=add, hint="resnetfile:<file>"
+        )
+    )
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            sources.register(sources.SourceKind("resnetfile", build))
+        assert main(cmd) == 0
+        assert "added mine: 2 classes, resnetfile (resnetfile)" in capsys.readouterr().out
+        card = hub.card("mine")
+        assert card.source == "resnetfile" and card.synsets == ["n02084071", "n02391049"]
+        expert = hub.load("mine", device="cpu")
+        x = torch.randn(2, 3, 16, 16)
+        ref = timm.create_model("test_resnet", num_classes=2).eval()
+        ref.load_state_dict(tiny_state(2))
+        with torch.no_grad():
+            assert torch.allclose(expert.forward(x), ref(x), atol=1e-5)
+        assert expert.logits([Image.new("RGB", (20, 20))]).shape == (1, 2)
+        # the library function behind `mll hub add`, with the same dispatch
+        again = sources.add_from_source(
+            hub, f"resnetfile:{weights}", name="mine", classes=["dog", "zebra"], input_size=16, overwrite=True
+        )
+        assert again.weights_sha256 == card.weights_sha256
+    finally:
+        sources.unregister("resnetfile")
+    assert "resnetfile" not in sources.source_kinds()
+    with pytest.raises(CardError, match="source 'resnetfile' is not one of timm, efficientnet_lite, torchscript"):
+        hub.card("mine")

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from mll.config import LabelParams
-from mll.labels.compute import ProbeSet, compute_label, label_key
-from mll.labels.store import read_label, read_summary
-from mll.labels.run import label_stage
 from mll.data.validation import ValidationError, check_label_table
+from mll.labels.compute import ProbeSet, compute_label, label_key
+from mll.labels.run import label_stage
+from mll.labels.store import read_label, read_summary
 
 NO_TRACK = LabelParams(track=False)
 
@@ -27,8 +27,9 @@ def _paths(w, labels):
 
 
 def test_label_layers_and_what_they_reveal(tiny_world, tmp_path, small_sdag):
-    report = label_stage(NO_TRACK, **_paths(tiny_world, tmp_path / "labels"), summary_path=tmp_path / "s.json",
-                         log=lambda *_: None)
+    report = label_stage(
+        NO_TRACK, **_paths(tiny_world, tmp_path / "labels"), summary_path=tmp_path / "s.json", log=lambda *_: None
+    )
     assert report["labeled"] == 2 and report["skipped"] == 0
     lab = read_label(tmp_path / "labels", "low")
     n = len(pd.read_parquet(tiny_world["probe"]))
@@ -124,10 +125,26 @@ def test_sigkill_mid_hub_keeps_finished_labels(tiny_world, tmp_path):
         f = hub_root / f"m{i}" / "card.yaml"
         f.write_text(f.read_text().replace(f"name: {src.name}", f"name: m{i}", 1))
     labels = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "mll", "label", "--no-track", "--hub", str(hub_root), "--probe",
-           str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels), "--summary", ""]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mll",
+        "label",
+        "--no-track",
+        "--hub",
+        str(hub_root),
+        "--probe",
+        str(tiny_world["probe"]),
+        "--sdag",
+        str(tiny_world["sdag"]),
+        "--labels",
+        str(labels),
+        "--summary",
+        "",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
+
     def finished() -> list[str]:  # pathlib's glob also matches the hidden temp folders a label is staged in
         return sorted(p.parent.name for p in labels.glob("*/summary.json") if not p.parent.name.startswith("."))
 
@@ -155,8 +172,14 @@ def test_label_hub_flow_and_mlflow_runs(prefect_server, tiny_world, tmp_path, mo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = tmp_path / "params.yaml"
     params.write_text("label:\n  device: cpu\n  concurrency: 2\n  track: true\n")
-    kw = dict(params_file=str(params), hub=str(tiny_world["hub"].root), probe=str(tiny_world["probe"]),
-              sdag=str(tiny_world["sdag"]), labels=str(tmp_path / "labels"), summary=str(tmp_path / "s.json"))
+    kw = dict(
+        params_file=str(params),
+        hub=str(tiny_world["hub"].root),
+        probe=str(tiny_world["probe"]),
+        sdag=str(tiny_world["sdag"]),
+        labels=str(tmp_path / "labels"),
+        summary=str(tmp_path / "s.json"),
+    )
     report = label_hub_flow(**kw)
     assert report["labeled"] == 2
     assert label_hub_flow(**kw)["skipped"] == 2
@@ -175,8 +198,18 @@ def test_cli_label_and_hub_show(tiny_world, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setenv("MLL_ROOT", str(tmp_path))  # `hub show` reads labels/ under the project root
     (tmp_path / "params.yaml").write_text("label:\n  device: cpu\n  track: false\n")
-    args = ["--hub", str(tiny_world["hub"].root), "--probe", str(tiny_world["probe"]), "--sdag",
-            str(tiny_world["sdag"]), "--labels", str(tmp_path / "labels"), "--params", str(tmp_path / "params.yaml")]
+    args = [
+        "--hub",
+        str(tiny_world["hub"].root),
+        "--probe",
+        str(tiny_world["probe"]),
+        "--sdag",
+        str(tiny_world["sdag"]),
+        "--labels",
+        str(tmp_path / "labels"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
     assert main(["label", *args, "--summary", str(tmp_path / "s.json")]) == 0
     capsys.readouterr()
     assert main(["hub", "show", "low", "--hub", str(tiny_world["hub"].root), "--sdag", str(tiny_world["sdag"])]) == 0
@@ -190,9 +223,24 @@ def test_cli_label_and_hub_show(tiny_world, tmp_path, capsys, monkeypatch):
 def test_two_label_runs_at_once_leave_valid_labels(tiny_world, tmp_path, small_sdag):
     """Two processes label the same hub into the same folder: the per-model lock serialises writes."""
     labels = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "mll", "label", "--force", "--no-track", "--hub", str(tiny_world["hub"].root),
-           "--probe", str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels),
-           "--summary", ""]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mll",
+        "label",
+        "--force",
+        "--no-track",
+        "--hub",
+        str(tiny_world["hub"].root),
+        "--probe",
+        str(tiny_world["probe"]),
+        "--sdag",
+        str(tiny_world["sdag"]),
+        "--labels",
+        str(labels),
+        "--summary",
+        "",
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
@@ -220,8 +268,12 @@ def test_a_corrupt_model_fails_alone(tiny_world, tmp_path):
     data = bytearray(w.read_bytes())
     data[-5] ^= 0x55
     w.write_bytes(bytes(data))
-    paths = {"hub_root": hub, "probe_path": tiny_world["probe"], "sdag_path": tiny_world["sdag"],
-             "labels_root": tmp_path / "labels"}
+    paths = {
+        "hub_root": hub,
+        "probe_path": tiny_world["probe"],
+        "sdag_path": tiny_world["sdag"],
+        "labels_root": tmp_path / "labels",
+    }
     with pytest.raises(LabelingFailed) as e:
         label_stage(NO_TRACK, **paths, summary_path=tmp_path / "s.json", log=lambda *_: None)
     assert list(e.value.failed) == ["high"] and "weights.safetensors" in e.value.failed["high"]
@@ -236,8 +288,23 @@ def test_disk_full_while_writing_keeps_the_previous_label(tiny_world, tmp_path):
     import resource
 
     labels = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "mll", "label", "--no-track", "--hub", str(tiny_world["hub"].root), "--probe",
-           str(tiny_world["probe"]), "--sdag", str(tiny_world["sdag"]), "--labels", str(labels), "--summary", ""]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mll",
+        "label",
+        "--no-track",
+        "--hub",
+        str(tiny_world["hub"].root),
+        "--probe",
+        str(tiny_world["probe"]),
+        "--sdag",
+        str(tiny_world["sdag"]),
+        "--labels",
+        str(labels),
+        "--summary",
+        "",
+    ]
     assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
     before = read_label(labels, "low").summary["key"]
 
@@ -245,7 +312,7 @@ def test_disk_full_while_writing_keeps_the_previous_label(tiny_world, tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
 
-    r = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    r = subprocess.run([*cmd, "--force"], capture_output=True, text=True, timeout=600, preexec_fn=limit)
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("mll: error:") and "cannot write the label" in err and "previous label is untouched" in err

@@ -76,32 +76,64 @@ def _listeners(port: int) -> list[str]:
 @pytest.mark.slow
 def test_make_serve_runs_the_label_hub_deployment(tiny_world, tmp_path):
     pport, mport = _free_port(), _free_port()
-    env = {**os.environ, "MLL_PREFECT_PORT": str(pport), "MLL_MLFLOW_PORT": str(mport),
-           "MLL_SERVE_DIR": str(tmp_path / "serve"), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLL_PREFECT_PORT": str(pport),
+        "MLL_MLFLOW_PORT": str(mport),
+        "MLL_SERVE_DIR": str(tmp_path / "serve"),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
     env.pop("PREFECT_API_URL", None)
     params = tmp_path / "params.yaml"
     params.write_text("label:\n  device: cpu\n  track: true\n")
     try:
-        r = subprocess.run(["bash", "scripts/serve.sh", "start"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=400)
+        r = subprocess.run(
+            ["bash", "scripts/serve.sh", "start"], cwd=REPO, env=env, capture_output=True, text=True, timeout=400
+        )
         assert r.returncode == 0, r.stderr + r.stdout
         for port in (pport, mport):  # loopback only
             assert _listeners(port) and all(a.startswith("127.0.0.1:") for a in _listeners(port)), _listeners(port)
-        run = ["prefect", "deployment", "run", "label-hub/label-hub", "--watch",
-               "-p", f"hub={tiny_world['hub'].root}", "-p", f"probe={tiny_world['probe']}",
-               "-p", f"sdag={tiny_world['sdag']}", "-p", f"labels={tmp_path / 'labels'}",
-               "-p", f"params_file={params}", "-p", f"summary={tmp_path / 'summary.json'}"]
-        r = subprocess.run(run, cwd=REPO, env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{pport}/api"},
-                           capture_output=True, text=True, timeout=600)
+        run = [
+            "prefect",
+            "deployment",
+            "run",
+            "label-hub/label-hub",
+            "--watch",
+            "-p",
+            f"hub={tiny_world['hub'].root}",
+            "-p",
+            f"probe={tiny_world['probe']}",
+            "-p",
+            f"sdag={tiny_world['sdag']}",
+            "-p",
+            f"labels={tmp_path / 'labels'}",
+            "-p",
+            f"params_file={params}",
+            "-p",
+            f"summary={tmp_path / 'summary.json'}",
+        ]
+        r = subprocess.run(
+            run,
+            cwd=REPO,
+            env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{pport}/api"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert json.loads((tmp_path / "summary.json").read_text())["labeled"] == 2
         import urllib.request
 
-        req = urllib.request.Request(f"http://127.0.0.1:{mport}/api/2.0/mlflow/runs/search",
-                                     data=json.dumps({"experiment_ids": [], "max_results": 10}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        exps = urllib.request.Request(f"http://127.0.0.1:{mport}/api/2.0/mlflow/experiments/get-by-name?experiment_name=labeling")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{mport}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [], "max_results": 10}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        exps = urllib.request.Request(
+            f"http://127.0.0.1:{mport}/api/2.0/mlflow/experiments/get-by-name?experiment_name=labeling"
+        )
         exp_id = json.load(urllib.request.urlopen(exps))["experiment"]["experiment_id"]
         req.data = json.dumps({"experiment_ids": [exp_id], "max_results": 10}).encode()
         runs = json.load(urllib.request.urlopen(req))["runs"]
@@ -110,7 +142,9 @@ def test_make_serve_runs_the_label_hub_deployment(tiny_world, tmp_path):
         subprocess.run(["bash", "scripts/serve.sh", "stop"], cwd=REPO, env=env, capture_output=True, timeout=120)
     time.sleep(1)
     assert not _listeners(pport) and not _listeners(mport)
-    stray = subprocess.run(["pgrep", "-f", f"--port {pport}|--port {mport}|huey_consumer"], capture_output=True, text=True)
+    stray = subprocess.run(
+        ["pgrep", "-f", f"--port {pport}|--port {mport}|huey_consumer"], capture_output=True, text=True
+    )
     assert stray.stdout.strip() == "", stray.stdout
 
 
@@ -124,8 +158,14 @@ def test_label_hub_flow_on_a_two_worker_dask_cluster(prefect_server, tiny_world,
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
     params = tmp_path / "params.yaml"
     params.write_text("label:\n  device: cpu\n  track: false\n  task_runner: dask\n  concurrency: 2\n")
-    report = label_hub_flow(params_file=str(params), hub=str(tiny_world["hub"].root), probe=str(tiny_world["probe"]),
-                            sdag=str(tiny_world["sdag"]), labels=str(tmp_path / "labels"), summary=None)
+    report = label_hub_flow(
+        params_file=str(params),
+        hub=str(tiny_world["hub"].root),
+        probe=str(tiny_world["probe"]),
+        sdag=str(tiny_world["sdag"]),
+        labels=str(tmp_path / "labels"),
+        summary=None,
+    )
     assert report["labeled"] == 2
     assert {p.name for p in (tmp_path / "labels").iterdir() if not p.name.startswith(".")} == {"high", "low"}
 
@@ -140,7 +180,9 @@ def test_device_selection_falls_back_cleanly():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU is available; use --device auto or cpu"):
             select_device("cuda")
-        r = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            ["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 3 and "no CUDA device" in r.stderr
     with pytest.raises(ValueError, match="device must be"):
         select_device("tpu")
@@ -155,7 +197,14 @@ def test_labeling_on_cuda_with_mixed_precision(tiny_world, tmp_path):
     from mll.config import LabelParams
     from mll.labels.run import label_one
 
-    r = label_one("low", LabelParams(device="cuda", track=False), hub_root=tiny_world["hub"].root,
-                  probe_path=tiny_world["probe"], sdag_path=tiny_world["sdag"], labels_root=tmp_path,
-                  log=lambda *_: None, show_progress=False)
+    r = label_one(
+        "low",
+        LabelParams(device="cuda", track=False),
+        hub_root=tiny_world["hub"].root,
+        probe_path=tiny_world["probe"],
+        sdag_path=tiny_world["sdag"],
+        labels_root=tmp_path,
+        log=lambda *_: None,
+        show_progress=False,
+    )
     assert r.status == "labeled" and r.summary["device"].startswith("cuda")

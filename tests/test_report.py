@@ -15,26 +15,65 @@ from mll.bench.summary import summarize
 
 HUB = ["fmnist-tops", "fmnist-shoes", "mnist-lenet", "imagenet-r18", "cifar-vgg"]
 TASKS = {
-    "fashion-10": {"classes": ["T-shirt/top", "Trouser", "Sneaker", "Bag"],
-                   "support": {"T-shirt/top": 40, "Trouser": 35, "Sneaker": 45, "Bag": 30}, "n_images": 150,
-                   "datasets": ["fashion_mnist"], "oracle": "fashion_mnist"},
-    "digits-5": {"classes": ["zero", "one", "two"], "support": {"zero": 20, "one": 22, "two": 18}, "n_images": 60,
-                 "datasets": ["mnist"], "oracle": "mnist"},
-    "photo-animals": {"classes": ["dog", "tabby", "jeep"], "support": {"dog": 10, "tabby": 12, "jeep": 8},
-                      "n_images": 30, "datasets": ["photos"], "oracle": None},
+    "fashion-10": {
+        "classes": ["T-shirt/top", "Trouser", "Sneaker", "Bag"],
+        "support": {"T-shirt/top": 40, "Trouser": 35, "Sneaker": 45, "Bag": 30},
+        "n_images": 150,
+        "datasets": ["fashion_mnist"],
+        "oracle": "fashion_mnist",
+    },
+    "digits-5": {
+        "classes": ["zero", "one", "two"],
+        "support": {"zero": 20, "one": 22, "two": 18},
+        "n_images": 60,
+        "datasets": ["mnist"],
+        "oracle": "mnist",
+    },
+    "photo-animals": {
+        "classes": ["dog", "tabby", "jeep"],
+        "support": {"dog": 10, "tabby": 12, "jeep": 8},
+        "n_images": 30,
+        "datasets": ["photos"],
+        "oracle": None,
+    },
 }
 # task -> method -> accuracy (a list for the seeded random baseline); None = skipped
 ACC = {
-    "fashion-10": {"mll": 0.82, "single": 0.78, "uniform": 0.60, "random": [0.50, 0.56, 0.62], "top1": 0.70,
-                   "ungated": 0.75, "oracle": 0.90},
-    "digits-5": {"mll": 0.70, "single": 0.72, "uniform": 0.55, "random": [0.40, 0.45, 0.50], "top1": 0.74,
-                 "ungated": 0.68, "oracle": 0.95},
-    "photo-animals": {"mll": 0.64, "single": 0.60, "uniform": 0.50, "random": [0.30, 0.33, 0.36], "top1": 0.58,
-                      "ungated": 0.66, "oracle": None},
+    "fashion-10": {
+        "mll": 0.82,
+        "single": 0.78,
+        "uniform": 0.60,
+        "random": [0.50, 0.56, 0.62],
+        "top1": 0.70,
+        "ungated": 0.75,
+        "oracle": 0.90,
+    },
+    "digits-5": {
+        "mll": 0.70,
+        "single": 0.72,
+        "uniform": 0.55,
+        "random": [0.40, 0.45, 0.50],
+        "top1": 0.74,
+        "ungated": 0.68,
+        "oracle": 0.95,
+    },
+    "photo-animals": {
+        "mll": 0.64,
+        "single": 0.60,
+        "uniform": 0.50,
+        "random": [0.30, 0.33, 0.36],
+        "top1": 0.58,
+        "ungated": 0.66,
+        "oracle": None,
+    },
 }
 ANSWERED = {
-    "fashion-10": {"T-shirt/top": ["fmnist-tops"], "Trouser": ["fmnist-tops"], "Sneaker": ["fmnist-shoes"],
-                   "Bag": ["fmnist-tops", "imagenet-r18"]},
+    "fashion-10": {
+        "T-shirt/top": ["fmnist-tops"],
+        "Trouser": ["fmnist-tops"],
+        "Sneaker": ["fmnist-shoes"],
+        "Bag": ["fmnist-tops", "imagenet-r18"],
+    },
     "digits-5": {"zero": ["mnist-lenet"], "one": ["mnist-lenet"], "two": ["mnist-lenet"]},
     "photo-animals": {"dog": ["imagenet-r18"], "tabby": ["imagenet-r18", "cifar-vgg"], "jeep": ["imagenet-r18"]},
 }
@@ -45,10 +84,19 @@ TASK_OFFSET = {"fashion-10": 0.0, "digits-5": 0.06, "photo-animals": -0.06}
 def _cell(task: str, method: str, acc: float | None, seed: int | None = None, reason: str = "") -> dict:
     ok = acc is not None
     answered = ANSWERED[task] if method == "mll" else {}
-    return {"task": task, "method": method, "seed": seed, "status": "ok" if ok else "skipped", "reason": reason,
-            "accuracy": acc, "models": sorted({m for ms in answered.values() for m in ms}), "answered_by": answered,
-            "per_class": {c: acc for c in TASKS[task]["classes"]} if ok else {}, "seconds": 1.0 if ok else 0.0,
-            "detail": ""}
+    return {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "status": "ok" if ok else "skipped",
+        "reason": reason,
+        "accuracy": acc,
+        "models": sorted({m for ms in answered.values() for m in ms}),
+        "answered_by": answered,
+        "per_class": {c: acc for c in TASKS[task]["classes"]} if ok else {},
+        "seconds": 1.0 if ok else 0.0,
+        "detail": "",
+    }
 
 
 def _growth() -> list[dict]:
@@ -58,10 +106,27 @@ def _growth() -> list[dict]:
             for task, off in TASK_OFFSET.items():
                 mll = round(0.3 + 0.15 * size + 0.01 * seed + off, 6)
                 skipped = size == 1 and seed == 0 and task == "photo-animals"  # one sub-hub lacks a task
-                rows.append({"size": size, "seed": seed, "models": HUB[:size], "task": task, "method": "mll",
-                             "accuracy": None if skipped else mll, "status": "skipped" if skipped else "ok"})
-                rows.append({"size": size, "seed": seed, "models": HUB[:size], "task": task, "method": "uniform",
-                             "accuracy": round(0.6 - 0.05 * size + off, 6)})
+                rows.append(
+                    {
+                        "size": size,
+                        "seed": seed,
+                        "models": HUB[:size],
+                        "task": task,
+                        "method": "mll",
+                        "accuracy": None if skipped else mll,
+                        "status": "skipped" if skipped else "ok",
+                    }
+                )
+                rows.append(
+                    {
+                        "size": size,
+                        "seed": seed,
+                        "models": HUB[:size],
+                        "task": task,
+                        "method": "uniform",
+                        "accuracy": round(0.6 - 0.05 * size + off, 6),
+                    }
+                )
     return rows
 
 
@@ -106,8 +171,9 @@ def test_registry_flags_drive_columns_bolding_and_legend(cells):
     """A registered method heads its own column; a reference (here: hindsight) is neither bolded nor a
     zero-shot baseline; a seeded one gets a std and joins the legend."""
 
-    @register_method("peek", label="test-label peek", heads="-", combination="-", hindsight=True, seeded=True,
-                     prose="the peek")
+    @register_method(
+        "peek", label="test-label peek", heads="-", combination="-", hindsight=True, seeded=True, prose="the peek"
+    )
     def _peek(run):
         raise AssertionError("the report never runs a method")
 
@@ -198,8 +264,10 @@ def test_growth_averages_tasks_first_then_seeds(summary):
 
 @pytest.mark.parametrize("dip, expected", [(0.003, True), (0.0, True), (0.01, False)])
 def test_growth_non_decreasing_tolerance(dip, expected):
-    rows = [{"size": s, "seed": 0, "task": "t", "method": "mll", "accuracy": a}
-            for s, a in ((1, 0.5), (2, 0.6), (4, 0.6 - dip))]
+    rows = [
+        {"size": s, "seed": 0, "task": "t", "method": "mll", "accuracy": a}
+        for s, a in ((1, 0.5), (2, 0.6), (4, 0.6 - dip))
+    ]
     s = summarize({"hub": [], "tasks": {}, "cells": [], "growth": rows})
     assert s["growth_non_decreasing"] == {"mll": expected}
     assert list(s["growth"]["mll"]) == ["1", "2", "4"]
@@ -227,8 +295,10 @@ def test_markdown_tables(cells, summary):
     md = markdown(cells, summary)
     assert md.startswith("# ")
     assert "target_test" in md
-    assert ("| task | classes | images | MLL | best single model (hindsight) | uniform ensemble | random selection | "
-            "per-class top-1 | MLL w/o gates | oracle expert | CLIP zero-shot |") in md
+    assert (
+        "| task | classes | images | MLL | best single model (hindsight) | uniform ensemble | random selection | "
+        "per-class top-1 | MLL w/o gates | oracle expert | CLIP zero-shot |"
+    ) in md
     fashion = _table_row(md, "fashion-10")
     assert fashion[:4] == ["fashion-10", "4", "150", "**0.820**"]
     assert fashion[4] == "0.780" and fashion[6] == "0.560 ± 0.060" and fashion[9] == "0.900" and fashion[10] == "–"
@@ -288,10 +358,13 @@ def test_plots_without_growth_or_mll(tmp_path):
 # --- README sync ------------------------------------------------------------------------------------
 def test_sync_readme_replaces_only_the_block(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("# Title\n\nintro\n<!-- benchmark:start -->\nold table\nold line\n<!-- benchmark:end -->\n\nafter\n")
+    readme.write_text(
+        "# Title\n\nintro\n<!-- benchmark:start -->\nold table\nold line\n<!-- benchmark:end -->\n\nafter\n"
+    )
     assert sync_readme(readme, "| new |\n|---|\n") is True
-    assert readme.read_text() == ("# Title\n\nintro\n<!-- benchmark:start -->\n| new |\n|---|\n"
-                                  "<!-- benchmark:end -->\n\nafter\n")
+    assert readme.read_text() == (
+        "# Title\n\nintro\n<!-- benchmark:start -->\n| new |\n|---|\n<!-- benchmark:end -->\n\nafter\n"
+    )
     assert sync_readme(readme, "| new |\n|---|") is True  # idempotent
     assert readme.read_text().count("| new |") == 1
 
@@ -303,8 +376,9 @@ def test_sync_readme_without_markers(tmp_path):
     assert readme.read_text() == "# Title\nno markers\n"
 
 
-@pytest.mark.parametrize("marker, missing", [("<!-- benchmark:start -->", "benchmark:end"),
-                                             ("<!-- benchmark:end -->", "benchmark:start")])
+@pytest.mark.parametrize(
+    "marker, missing", [("<!-- benchmark:start -->", "benchmark:end"), ("<!-- benchmark:end -->", "benchmark:start")]
+)
 def test_sync_readme_single_marker_raises(tmp_path, marker, missing):
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n{marker}\ntext\n")
@@ -335,7 +409,9 @@ def test_cli_main(cells, tmp_path, capsys):
     assert (out / "benchmark.json").is_file() and (out / "benchmark.md").is_file()
     assert len(list((out / "plots").glob("*.png"))) == 3
     text = readme.read_text()
-    assert text.startswith("top\n<!-- benchmark:start -->\n| task |") and text.endswith("<!-- benchmark:end -->\nbottom\n")
+    assert text.startswith("top\n<!-- benchmark:start -->\n| task |") and text.endswith(
+        "<!-- benchmark:end -->\nbottom\n"
+    )
     line = capsys.readouterr().out.strip()
     assert len(line.splitlines()) == 1
     assert "MLL mean 0.720" in line and "MLL/oracle 0.822" in line and str(out) in line

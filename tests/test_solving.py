@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll.solve.chco import Problem, solve_exact, solve_heuristic
-from mll.data.images import open_image
-from mll.solve.matching import MatchError, Matcher, normalise
 from mll.config import SolveParams as SolveConfig
+from mll.data.images import open_image
+from mll.solve.chco import Problem, solve_exact, solve_heuristic
+from mll.solve.matching import Matcher, MatchError, normalise
 from mll.solve.task import Context, plan, predict
 
 
@@ -27,10 +27,18 @@ def test_normalisation():
 
 
 def test_tricky_names(matcher, small_sdag):
-    got = {m.name: small_sdag.name(m.synset) for m in matcher.match(["Sneakers", "Ankle boot", "T-shirt/top",
-                                                                       "trousers", "7", "car"])}
-    assert got == {"Sneakers": "gym_shoe.n.01", "Ankle boot": "boot.n.01", "T-shirt/top": "jersey.n.03",
-                   "trousers": "trouser.n.01", "7": "seven.n.01", "car": "car.n.01"}
+    got = {
+        m.name: small_sdag.name(m.synset)
+        for m in matcher.match(["Sneakers", "Ankle boot", "T-shirt/top", "trousers", "7", "car"])
+    }
+    assert got == {
+        "Sneakers": "gym_shoe.n.01",
+        "Ankle boot": "boot.n.01",
+        "T-shirt/top": "jersey.n.03",
+        "trousers": "trouser.n.01",
+        "7": "seven.n.01",
+        "car": "car.n.01",
+    }
 
 
 def test_context_decides_the_sense(wordnet):
@@ -78,7 +86,7 @@ def test_exact_solver_is_optimal_and_heuristic_is_close():
     gaps = []
     for trial in range(20):
         p = random_problem(rng, k=int(rng.integers(3, 9)), models=int(rng.integers(3, 12)))
-        ex, how = solve_exact(p)
+        ex, _how = solve_exact(p)
         he, _ = solve_heuristic(p)
         assert p.objective(ex) >= p.objective(he) - 1e-9
         gaps.append(p.objective(ex) - p.objective(he))
@@ -178,8 +186,16 @@ def test_cli_eval_solve_match(ctx, tiny_world, tmp_path, capsys):
 
     task, rows = task_folder(tiny_world["test"], {"1": "one", "4": "four"}, tmp_path / "task")
     (task / "one" / "broken.png").write_bytes(b"not an image")
-    common = ["--hub", str(tiny_world["hub"].root), "--labels", str(ctx.index.root), "--sdag", str(tiny_world["sdag"]),
-              "--params", str(tmp_path / "none.yaml")]
+    common = [
+        "--hub",
+        str(tiny_world["hub"].root),
+        "--labels",
+        str(ctx.index.root),
+        "--sdag",
+        str(tiny_world["sdag"]),
+        "--params",
+        str(tmp_path / "none.yaml"),
+    ]
     out = tmp_path / "r.json"
     assert main(["eval", "--task-dir", str(task), "--json", str(out), "--no-track", "--explain", *common]) == 0
     rep = json.loads(out.read_text())
@@ -192,8 +208,10 @@ def test_cli_eval_solve_match(ctx, tiny_world, tmp_path, capsys):
     os_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:  # eval and solve each log an MLflow run with the selection as an artifact
         assert main(["eval", "--task-dir", str(task), *common]) == 0
-        assert main(["solve", "--classes", "one,four", "--images", str(task), "--out", str(tmp_path / "p.csv"),
-                     *common]) == 0
+        assert (
+            main(["solve", "--classes", "one,four", "--images", str(task), "--out", str(tmp_path / "p.csv"), *common])
+            == 0
+        )
         mlflow.set_tracking_uri(os_env["MLFLOW_TRACKING_URI"])
         runs = mlflow.search_runs(experiment_names=["eval", "solve"])
         assert len(runs) == 2 and runs["metrics.accuracy"].dropna().iloc[0] > 0.7
@@ -218,8 +236,22 @@ def test_cli_eval_solve_match(ctx, tiny_world, tmp_path, capsys):
     open_image(rows["uri"].iloc[0]).save(one / "x" / "a.png")
     assert main(["eval", "--task-dir", str(one), "--no-track", *common]) == 2
     assert "at least two classes" in capsys.readouterr().err
-    assert main(["solve", "--classes", "one,blorptastic", "--images", str(task), "--out", str(tmp_path / "q.csv"),
-                 "--no-track", *common]) == 2
+    assert (
+        main(
+            [
+                "solve",
+                "--classes",
+                "one,blorptastic",
+                "--images",
+                str(task),
+                "--out",
+                str(tmp_path / "q.csv"),
+                "--no-track",
+                *common,
+            ]
+        )
+        == 2
+    )
     assert "blorptastic" in capsys.readouterr().err
 
 
@@ -229,6 +261,7 @@ def test_solve_task_flow(prefect_server, ctx, tiny_world, tmp_path):
     task, _ = task_folder(tiny_world["test"], {"0": "zero", "5": "five"}, tmp_path / "t")
     params = tmp_path / "params.yaml"
     params.write_text("solve:\n  device: cpu\n")
-    out = solve_task_flow([str(task)], str(params), str(tiny_world["hub"].root), str(ctx.index.root),
-                          str(tiny_world["sdag"]))
+    out = solve_task_flow(
+        [str(task)], str(params), str(tiny_world["hub"].root), str(ctx.index.root), str(tiny_world["sdag"])
+    )
     assert out[0]["accuracy"] > 0.7 and out[0]["selection"] == {"five": ["high"], "zero": ["low"]}

@@ -1,12 +1,14 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from mll.config import DataParams, SplitSizes, load_section
 from mll.data.datasets import load_dataset
-from mll.data.stages import data_stage
 from mll.data.splits import SPLITS, make_splits, read_manifest, split_dataset
+from mll.data.stages import data_stage
 from mll.data.validation import ValidationError, check_manifests
 
 SMALL = DataParams(
@@ -86,11 +88,11 @@ def test_params_file_loads_and_rejects_typos(tmp_path):
     assert p.datasets["fashion_mnist"].probe > 0
     bad = tmp_path / "params.yaml"
     bad.write_text("data:\n  seed: 0\n  datsets: {}\n")
-    with pytest.raises(ValueError, match="unknown key.*data.datsets"):
+    with pytest.raises(ValueError, match=r"unknown key.*data\.datsets"):
         load_section("data", bad)
 
     bad.write_text("data:\n  seed: zero\n")
-    with pytest.raises(ValueError, match="data.seed must be int"):
+    with pytest.raises(ValueError, match=r"data\.seed must be int"):
         load_section("data", bad)
 
 
@@ -98,7 +100,7 @@ def test_every_params_section_is_typed():
     from mll.config import Params, load_params
 
     p = load_params()
-    raw = __import__("yaml").safe_load(open("params.yaml"))
+    raw = yaml.safe_load(Path("params.yaml").read_text())
     assert set(raw) == {f for f in Params.__dataclass_fields__}  # no untyped section
     assert p.experts.trained["fmnist-footwear"].dataset == "fashion_mnist"
     assert p.experts.imagenet["imagenet-lite0"].input_size == 160

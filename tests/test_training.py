@@ -2,12 +2,11 @@
 
 import pytest
 
-from mll.config import SplitSizes
+from mll.config import ExpertsParams, SplitSizes, TrainedExpertParams, TrainOverrides, _build
 from mll.data.datasets import load_dataset
-from mll.hub.store import Hub
-from mll.hub.build import train_expert_stage
 from mll.data.splits import split_dataset
-from mll.config import ExpertsParams, TrainedExpertParams, TrainOverrides, _build
+from mll.hub.build import train_expert_stage
+from mll.hub.store import Hub
 from mll.hub.training import spec_from_params
 
 
@@ -57,5 +56,7 @@ def test_unknown_classes_and_keys_are_clear_errors(manifest):
         _build(ExpertsParams, {"trained": {"x": {"dataset": "digits", "classes": ["0"], "epoch": 3}}}, "experts")
     with pytest.raises(ValueError, match=r"experts\.trained\.x needs `classes`"):
         _build(ExpertsParams, {"trained": {"x": {"dataset": "digits"}}}, "experts")
-    spec = spec_from_params("x", TrainedExpertParams(dataset="digits", classes=("0",), epochs=3), TrainOverrides(epochs=9, lr=0.1))
+    spec = spec_from_params(
+        "x", TrainedExpertParams(dataset="digits", classes=("0",), epochs=3), TrainOverrides(epochs=9, lr=0.1)
+    )
     assert (spec.epochs, spec.lr, spec.batch_size) == (3, 0.1, ExpertSpec.batch_size)

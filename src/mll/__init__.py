@@ -1,2 +1,3 @@
 """mll: Model Label Learning."""
+
 __version__ = "0.1.0"

@@ -72,8 +72,11 @@ class TrainOverrides:
     shift: int | None = None  # random translation (pixels) as augmentation
 
     def given(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOverrides)
-                if getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(TrainOverrides)
+            if getattr(self, f.name) is not None
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +183,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+    if (isinstance(tp, type) and not isinstance(value, tp)) or (tp is int and isinstance(value, bool)):
         raise ValueError(f"params: {where} must be {tp.__name__}, got {value!r}")
     return value
 
@@ -191,8 +194,11 @@ def _build(cls: type, raw: dict, where: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ValueError(f"params: unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; known: {sorted(names)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw]
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw
+    ]
     if required:
         raise ValueError(f"params: {where} needs {', '.join(f'`{r}`' for r in required)}")
     return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()})

@@ -132,3 +132,12 @@ def write_json_artifact(tracker: Tracker, data: Any, name: str) -> None:
         p = Path(d) / name
         p.write_text(json.dumps(data, indent=2, default=str))
         tracker.log_artifact(p)
+
+
+def log_task_run(kind: str, names: list[str], matched: dict, selection: dict, metrics: dict) -> None:
+    """One MLflow run per solved task (`mll eval` / `mll solve`, experiment `kind`): the classes,
+    what they matched, the selection and the metrics."""
+    with start_run(kind, f"{kind}-{len(names)}-classes") as t:
+        t.log_params({"classes": ",".join(names)[:5000], "n_classes": len(names)})
+        t.log_dict({"matched": matched, "selection": selection}, "selection.json")
+        t.log_metrics(metrics)

@@ -47,20 +47,23 @@ class CellRun:
         """The solve settings without adaptation: the baselines choose heads from the labels alone."""
         return replace(self.ctx.cfg, adapt=False)
 
-    def plan(self, cfg: SolveParams | None = None,
-             fixed: Callable[[list[list[str]]], list[list[str]]] | None = None) -> Plan:
+    def plan(
+        self, cfg: SolveParams | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None
+    ) -> Plan:
         from mll.solve.task import plan
 
         return plan(self.ctx, self.task.classes, restrict_models=self.restrict, cfg=cfg, fixed=fixed)
 
-    def solve(self, cfg: SolveParams | None = None,
-              fixed: Callable[[list[list[str]]], list[list[str]]] | None = None) -> dict:
+    def solve(
+        self, cfg: SolveParams | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None
+    ) -> dict:
         """Plan (`cfg` overrides the solve settings, `fixed` replaces CHCO's choice), then the
         `mll eval` report on the task's images."""
         from mll.solve.task import evaluate
 
-        return evaluate(self.ctx, self.plan(cfg, fixed), self.task.images(), self.task.y, cache=self.cache,
-                        keys=self.task.uris)
+        return evaluate(
+            self.ctx, self.plan(cfg, fixed), self.task.images(), self.task.y, cache=self.cache, keys=self.task.uris
+        )
 
     def pool(self, p: Plan) -> list[str]:
         """Models whose heads cover at least one of the task's (answered) nodes."""
@@ -73,18 +76,30 @@ class CellRun:
 
     def fill(self, rep: dict, detail: str = "") -> None:
         """Fill the cell from an `evaluate` report."""
-        self.cell.update(accuracy=round(rep["accuracy"], 4), models=rep["models"], answered_by=rep["selection"],
-                         per_class={k: v["accuracy"] for k, v in rep["per_class"].items()}, detail=detail,
-                         combiner=rep["combiner"], estimated_accuracy=rep["estimated_accuracy"],
-                         adaptation=rep.get("adaptation"))
+        self.cell.update(
+            accuracy=round(rep["accuracy"], 4),
+            models=rep["models"],
+            answered_by=rep["selection"],
+            per_class={k: v["accuracy"] for k, v in rep["per_class"].items()},
+            detail=detail,
+            combiner=rep["combiner"],
+            estimated_accuracy=rep["estimated_accuracy"],
+            adaptation=rep.get("adaptation"),
+        )
 
     def score(self, probs: np.ndarray, model: str, detail: str) -> None:
         """Fill the cell answered by one model over every class from its (N, K) probabilities."""
         task, pred = self.task, probs.argmax(1)
-        self.cell.update(accuracy=round(float((pred == task.y).mean()), 4), models=[model],
-                         answered_by={c: [model] for c in task.classes}, detail=detail,
-                         per_class={c: float((pred[task.y == k] == k).mean()) if (task.y == k).any() else None
-                                    for k, c in enumerate(task.classes)})
+        self.cell.update(
+            accuracy=round(float((pred == task.y).mean()), 4),
+            models=[model],
+            answered_by={c: [model] for c in task.classes},
+            detail=detail,
+            per_class={
+                c: float((pred[task.y == k] == k).mean()) if (task.y == k).any() else None
+                for k, c in enumerate(task.classes)
+            },
+        )
 
     def skip(self, reason: str) -> None:
         self.cell.update(status="skipped", reason=reason)
@@ -122,16 +137,35 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
-def register_method(key: str, *, label: str, heads: str, combination: str, seeded: bool = False,
-                    hindsight: bool = False, trained_on_task: bool = False, growth: bool = True,
-                    prose: str = "") -> Callable[[CellFn], CellFn]:
+def register_method(
+    key: str,
+    *,
+    label: str,
+    heads: str,
+    combination: str,
+    seeded: bool = False,
+    hindsight: bool = False,
+    trained_on_task: bool = False,
+    growth: bool = True,
+    prose: str = "",
+) -> Callable[[CellFn], CellFn]:
     """Decorator: register `fn(run: CellRun) -> None` as method `key`, the report's last column so far."""
 
     def add(fn: CellFn) -> CellFn:
         if key in _REGISTRY:
             raise ValueError(f"benchmark method {key!r} is already registered")
-        _REGISTRY[key] = Method(key, label, heads, combination, fn, seeded=seeded, hindsight=hindsight,
-                                trained_on_task=trained_on_task, growth=growth, prose=prose)
+        _REGISTRY[key] = Method(
+            key,
+            label,
+            heads,
+            combination,
+            fn,
+            seeded=seeded,
+            hindsight=hindsight,
+            trained_on_task=trained_on_task,
+            growth=growth,
+            prose=prose,
+        )
         return fn
 
     return add
@@ -160,8 +194,9 @@ def get_method(key: str) -> Method:
     try:
         return _REGISTRY[key]
     except KeyError:
-        raise ValueError(f"unknown benchmark method {key!r}{did_you_mean([key])}; "
-                         f"known: {', '.join(_REGISTRY)}") from None
+        raise ValueError(
+            f"unknown benchmark method {key!r}{did_you_mean([key])}; known: {', '.join(_REGISTRY)}"
+        ) from None
 
 
 def find_method(key: str) -> Method | None:
@@ -185,16 +220,28 @@ def methods_table() -> str:
     """The registered methods as a Markdown table: key, column label, heads per class, combination, flags."""
     lines = ["| method | column | heads per class | combination | flags |", "|---|---|---|---|---|"]
     for m in _REGISTRY.values():
-        flags = [name for name, on in (("seeded", m.seeded), ("hindsight", m.hindsight),
-                                       ("trained on the task", m.trained_on_task), ("grid only", not m.growth)) if on]
+        flags = [
+            name
+            for name, on in (
+                ("seeded", m.seeded),
+                ("hindsight", m.hindsight),
+                ("trained on the task", m.trained_on_task),
+                ("grid only", not m.growth),
+            )
+            if on
+        ]
         cols = (m.key, m.label, m.heads, m.combination, ", ".join(flags))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines)
 
 
 # --- the methods, in column order -------------------------------------------------------------------
-@register_method("mll", label="MLL", heads="CHCO, node data weighted towards the task's images",
-                 combination="calibrated, gated stacking")
+@register_method(
+    "mll",
+    label="MLL",
+    heads="CHCO, node data weighted towards the task's images",
+    combination="calibrated, gated stacking",
+)
 def _mll(run: CellRun) -> None:
     run.fill(run.solve())
 
@@ -211,9 +258,14 @@ def best_single(run: CellRun) -> tuple[dict | None, str, int]:
     return best, who, len(pool)
 
 
-@register_method("single", label="best single model (hindsight)",
-                 heads="one model alone; the best on the test labels (hindsight, so an upper bound for one model)",
-                 combination="calibrated, gated", hindsight=True, prose="the hindsight best single model")
+@register_method(
+    "single",
+    label="best single model (hindsight)",
+    heads="one model alone; the best on the test labels (hindsight, so an upper bound for one model)",
+    combination="calibrated, gated",
+    hindsight=True,
+    prose="the hindsight best single model",
+)
 def _single(run: CellRun) -> None:
     rep, who, n = best_single(run)
     if rep is None:
@@ -222,15 +274,20 @@ def _single(run: CellRun) -> None:
         run.fill(rep, f"{who} (best of {n} covering models, chosen on the test labels)")
 
 
-@register_method("uniform", label="uniform ensemble", heads="every covering head",
-                 combination="plain mean of P_m(t_k|x)")
+@register_method(
+    "uniform", label="uniform ensemble", heads="every covering head", combination="plain mean of P_m(t_k|x)"
+)
 def _uniform(run: CellRun) -> None:
     run.fill(run.solve(cfg=replace(run.static, use_gates=False), fixed=lambda cov: cov))
 
 
-@register_method("random", label="random selection", seeded=True,
-                 heads="every covering head of r random covering models, r = MLL's model count (several seeds)",
-                 combination="calibrated, gated")
+@register_method(
+    "random",
+    label="random selection",
+    seeded=True,
+    heads="every covering head of r random covering models, r = MLL's model count (several seeds)",
+    combination="calibrated, gated",
+)
 def _random(run: CellRun) -> None:
     p = run.plan()
     pool = run.pool(p)
@@ -240,8 +297,12 @@ def _random(run: CellRun) -> None:
     run.fill(rep, f"{r} of {len(pool)} covering models: {', '.join(sorted(chosen))}")
 
 
-@register_method("top1", label="per-class top-1", heads="the single best head by label statistics (no CHCO)",
-                 combination="calibrated, gated stacking")
+@register_method(
+    "top1",
+    label="per-class top-1",
+    heads="the single best head by label statistics (no CHCO)",
+    combination="calibrated, gated stacking",
+)
 def _top1(run: CellRun) -> None:
     run.fill(run.solve(cfg=replace(run.static, prune=1, max_heads=1)))
 
@@ -251,9 +312,12 @@ def _ungated(run: CellRun) -> None:
     run.fill(run.solve(cfg=replace(run.ctx.cfg, use_gates=False)))
 
 
-@register_method("static", label="MLL w/o adaptation",
-                 heads="CHCO on unweighted node data (no adaptation to the task's images)",
-                 combination="calibrated, gated")
+@register_method(
+    "static",
+    label="MLL w/o adaptation",
+    heads="CHCO on unweighted node data (no adaptation to the task's images)",
+    combination="calibrated, gated",
+)
 def _static(run: CellRun) -> None:
     run.fill(run.solve(cfg=run.static))
 
@@ -262,8 +326,14 @@ def oracle_name(dataset: str) -> str:
     return f"oracle-{dataset}"
 
 
-@register_method("oracle", label="oracle expert", trained_on_task=True, growth=False,
-                 heads="an expert trained on the task's own training data (when it has any)", combination="its softmax")
+@register_method(
+    "oracle",
+    label="oracle expert",
+    trained_on_task=True,
+    growth=False,
+    heads="an expert trained on the task's own training data (when it has any)",
+    combination="its softmax",
+)
 def _oracle(run: CellRun) -> None:
     from mll.hub.store import Hub
     from mll.solve.reuse import run_models
@@ -278,20 +348,34 @@ def _oracle(run: CellRun) -> None:
         run.skip(f"oracle expert {name} not built (dvc repro oracles@{task.oracle})")
         return
     card = hub.card(name)
-    logp, _, _ = run_models(task.images(), {name: lambda: hub.load(name, device=run.ctx.cfg.device)},
-                            {}, run.ctx.cfg.batch_size, cache=run.cache, keys=task.uris,
-                            hashes={name: card.weights_sha256})
+    logp, _, _ = run_models(
+        task.images(),
+        {name: lambda: hub.load(name, device=run.ctx.cfg.device)},
+        {},
+        run.ctx.cfg.batch_size,
+        cache=run.cache,
+        keys=task.uris,
+        hashes={name: card.weights_sha256},
+    )
     p_fine = np.exp(logp[name])
     col = {c: i for i, c in enumerate(card.class_names)}
     # a coarse class's probability is the sum over its member classes (the oracle knows the fine ones)
     probs = np.stack([p_fine[:, [col[m] for _, m in task.members[c] if m in col]].sum(1) for c in task.classes], 1)
-    run.score(probs, name, f"{card.architecture} trained on {task.oracle} expert_train "
-                           f"(val accuracy {card.provenance.get('metrics', {}).get('val_accuracy')})")
+    run.score(
+        probs,
+        name,
+        f"{card.architecture} trained on {task.oracle} expert_train "
+        f"(val accuracy {card.provenance.get('metrics', {}).get('val_accuracy')})",
+    )
 
 
-@register_method("clip", label="CLIP zero-shot", growth=False,
-                 heads="the open_clip patch model alone over every class name (skipped when none is configured)",
-                 combination="zero-shot")
+@register_method(
+    "clip",
+    label="CLIP zero-shot",
+    growth=False,
+    heads="the open_clip patch model alone over every class name (skipped when none is configured)",
+    combination="zero-shot",
+)
 def _clip(run: CellRun) -> None:
     if not run.ctx.cfg.patch.model:
         run.skip("no open_clip checkpoint configured (set solve.patch.model/pretrained)")

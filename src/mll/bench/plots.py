@@ -59,8 +59,15 @@ def _plot_accuracy(summary: dict, path: Path) -> Path:
         err = [(p, y, rows[g].get(f"{m}_std", 0.0)) for p, y, g in zip(pos, ys, xs, strict=True)]
         err = [e for e in err if e[2] > 0]
         if err:
-            ax.errorbar([e[0] for e in err], [e[1] for e in err], yerr=[e[2] for e in err], fmt="none",
-                        ecolor="black", elinewidth=1, capsize=2)
+            ax.errorbar(
+                [e[0] for e in err],
+                [e[1] for e in err],
+                yerr=[e[2] for e in err],
+                fmt="none",
+                ecolor="black",
+                elinewidth=1,
+                capsize=2,
+            )
     ax.axvline(len(groups) - 1.5, color="grey", lw=0.8, ls=":")
     many = len(groups) > 5
     ax.set_xticks(range(len(groups)), groups, rotation=20 if many else 0, ha="right" if many else "center")
@@ -109,8 +116,9 @@ def answer_matrix(cells: dict) -> tuple[list[str], list[str], np.ndarray]:
         classes = list((info.get(c["task"]) or {}).get("classes") or answered)
         rows += [(c["task"], k) for k in classes if (c["task"], k) not in rows]
     models = list(cells.get("hub") or [])
-    models += list(dict.fromkeys(m for c in mll for ms in (c.get("answered_by") or {}).values()
-                                 for m in ms if m not in models))
+    models += list(
+        dict.fromkeys(m for c in mll for ms in (c.get("answered_by") or {}).values() for m in ms if m not in models)
+    )
     mat = np.zeros((len(rows), len(models)), dtype=np.int8)
     col = {m: j for j, m in enumerate(models)}
     for c in mll:
@@ -130,8 +138,9 @@ def _plot_answers(cells: dict, path: Path) -> Path:
     h = min(30.0, 1.5 + 0.22 * max(len(labels), 1))
     fig, ax = plt.subplots(figsize=(w, h))
     if mat.size:
-        im = ax.imshow(mat, cmap=ListedColormap(["#f2f2f2", "#1f77b4"]), vmin=0, vmax=1, aspect="auto",
-                       interpolation="nearest")
+        im = ax.imshow(
+            mat, cmap=ListedColormap(["#f2f2f2", "#1f77b4"]), vmin=0, vmax=1, aspect="auto", interpolation="nearest"
+        )
         fs = 8 if max(len(labels), len(models)) <= 40 else 5
         ax.set_xticks(range(len(models)), models, rotation=90, fontsize=fs)
         ax.set_yticks(range(len(labels)), labels, fontsize=fs)

@@ -80,14 +80,19 @@ def main_table(cells: dict, summary: dict) -> str:
     """The tasks × methods accuracy table with the mean row (Markdown)."""
     methods = summary["methods"]
     info = cells.get("tasks") or {}
-    lines = ["| task | classes | images | " + " | ".join(method_label(m) for m in methods) + " |",
-             "|---|---:|---:|" + "---:|" * len(methods)]
+    lines = [
+        "| task | classes | images | " + " | ".join(method_label(m) for m in methods) + " |",
+        "|---|---:|---:|" + "---:|" * len(methods),
+    ]
     for task, row in summary["tasks"].items():
         t = info.get(task, {})
         n_classes = len(t.get("classes") or []) or DASH
         bold = _bold_best(row, methods)
-        lines.append(f"| {task} | {n_classes} | {t.get('n_images', DASH)} | "
-                     + " | ".join(_table_cell(row, m, bold) for m in methods) + " |")
+        lines.append(
+            f"| {task} | {n_classes} | {t.get('n_images', DASH)} | "
+            + " | ".join(_table_cell(row, m, bold) for m in methods)
+            + " |"
+        )
     mean = summary["mean"]
     bold = _bold_best(mean, methods)
     partial = [m for m in methods if m in mean and m not in summary["mean_all_tasks"]]
@@ -108,15 +113,19 @@ def oracle_line(summary: dict) -> str:
     o = summary["oracle"]
     if o["ratio"] is None:
         return "No task has both an MLL and an oracle-expert value, so there is no MLL/oracle ratio."
-    return (f"MLL reaches **{o['ratio']:.3f}** of the oracle expert's accuracy "
-            f"(MLL {o['mll_mean']:.3f} vs oracle {o['oracle_mean']:.3f}, mean over "
-            f"{len(o['tasks'])} task{'s' if len(o['tasks']) != 1 else ''} with training data: "
-            f"{', '.join(o['tasks'])}).")
+    return (
+        f"MLL reaches **{o['ratio']:.3f}** of the oracle expert's accuracy "
+        f"(MLL {o['mll_mean']:.3f} vs oracle {o['oracle_mean']:.3f}, mean over "
+        f"{len(o['tasks'])} task{'s' if len(o['tasks']) != 1 else ''} with training data: "
+        f"{', '.join(o['tasks'])})."
+    )
 
 
 def _mll_cell(cells: dict, task: str) -> dict | None:
-    return next((c for c in checked_cells(cells)
-                 if c["task"] == task and c["method"] == "mll" and cell_value(c) is not None), None)
+    return next(
+        (c for c in checked_cells(cells) if c["task"] == task and c["method"] == "mll" and cell_value(c) is not None),
+        None,
+    )
 
 
 def support_tables(cells: dict) -> str:
@@ -153,8 +162,11 @@ def growth_table(summary: dict) -> str:
     flags = summary.get("growth_non_decreasing") or {}
     if flags:
         lines.append("")
-        lines.append(f"Non-decreasing with hub size (tolerance {GROWTH_TOLERANCE}): "
-                     + ", ".join(f"{method_label(m)} {'yes' if v else 'no'}" for m, v in flags.items()) + ".")
+        lines.append(
+            f"Non-decreasing with hub size (tolerance {GROWTH_TOLERANCE}): "
+            + ", ".join(f"{method_label(m)} {'yes' if v else 'no'}" for m, v in flags.items())
+            + "."
+        )
     return "\n".join(lines)
 
 
@@ -170,12 +182,20 @@ def _baselines_line(summary: dict) -> str:
     beaten = summary.get("zero_shot_baselines_beaten") or {}
     if not beaten:
         return ""
-    text = "MLL's mean beats the zero-shot baselines: " + ", ".join(
-        f"{method_label(b)} {'yes' if v else 'no'}" for b, v in beaten.items()) + "."
+    text = (
+        "MLL's mean beats the zero-shot baselines: "
+        + ", ".join(f"{method_label(b)} {'yes' if v else 'no'}" for b, v in beaten.items())
+        + "."
+    )
     losses = summary.get("per_task_losses") or []
     if losses:
-        text += " Tasks where a zero-shot baseline is above MLL: " + "; ".join(
-            f"{x['task']} ({method_label(x['method'])} {x['baseline']:.3f} > {x['mll']:.3f})" for x in losses) + "."
+        text += (
+            " Tasks where a zero-shot baseline is above MLL: "
+            + "; ".join(
+                f"{x['task']} ({method_label(x['method'])} {x['baseline']:.3f} > {x['mll']:.3f})" for x in losses
+            )
+            + "."
+        )
     return text
 
 
@@ -192,24 +212,38 @@ def markdown(cells: dict, summary: dict) -> str:
     ]
     if line := _baselines_line(summary):
         parts += ["", line]
-    parts += ["", "## Classes per task", "", support_tables(cells),
-              "", "## Accuracy against hub size",
-              "", "Random sub-hubs of each size; each sub-hub's accuracy is averaged over tasks, then "
-              "mean ± std over sub-hubs (n sub-hubs).", "", growth_table(summary),
-              "", skipped_line(summary), ""]
+    parts += [
+        "",
+        "## Classes per task",
+        "",
+        support_tables(cells),
+        "",
+        "## Accuracy against hub size",
+        "",
+        "Random sub-hubs of each size; each sub-hub's accuracy is averaged over tasks, then "
+        "mean ± std over sub-hubs (n sub-hubs).",
+        "",
+        growth_table(summary),
+        "",
+        skipped_line(summary),
+        "",
+    ]
     return "\n".join(parts)
 
 
 def readme_block(summary: dict, cells: dict) -> str:
     """The compact README block: main table with mean row, the MLL/oracle line, and where it comes from."""
-    return "\n".join([
-        main_table(cells, summary),
-        "",
-        oracle_line(summary),
-        "",
-        "_Generated by `make demo` from reports/benchmark.md (accuracy on target_test images"
-        + "".join(f"; {k} = mean ± std over seeds" for k in list_methods(seeded=True)) + ")._",
-    ])
+    return "\n".join(
+        [
+            main_table(cells, summary),
+            "",
+            oracle_line(summary),
+            "",
+            "_Generated by `make demo` from reports/benchmark.md (accuracy on target_test images"
+            + "".join(f"; {k} = mean ± std over seeds" for k in list_methods(seeded=True))
+            + ")._",
+        ]
+    )
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -243,8 +277,10 @@ def sync_readme(readme: Path, table_md: str, start: str = README_START, end: str
         return False
     if i is None or j is None:
         missing = start if i is None else end
-        raise ValueError(f"{readme}: has {(end if i is None else start)!r} but not {missing!r}; "
-                         f"add a line {missing!r} so the benchmark block has both markers")
+        raise ValueError(
+            f"{readme}: has {(end if i is None else start)!r} but not {missing!r}; "
+            f"add a line {missing!r} so the benchmark block has both markers"
+        )
     if j < i:
         raise ValueError(f"{readme}: {end!r} comes before {start!r}; put the start marker first")
     # lines[i] ends with a newline: the end marker follows it
@@ -257,12 +293,17 @@ def sync_readme(readme: Path, table_md: str, start: str = README_START, end: str
 # --- command line -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """`python -m mll.bench.report`: write the benchmark report (and the README block with --readme)."""
-    p = argparse.ArgumentParser(prog="python -m mll.bench.report",
-                                description="Benchmark cells JSON -> reports/benchmark.{json,md} and plots.")
+    p = argparse.ArgumentParser(
+        prog="python -m mll.bench.report", description="Benchmark cells JSON -> reports/benchmark.{json,md} and plots."
+    )
     p.add_argument("--cells", type=Path, default=Path("reports/benchmark/cells.json"), help="the benchmark cells JSON")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (plots go under OUT/plots)")
-    p.add_argument("--readme", type=Path, default=None,
-                   help=f"also replace the block between {README_START} and {README_END} in this file")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help=f"also replace the block between {README_START} and {README_END} in this file",
+    )
     a = p.parse_args(argv)
     try:
         summary = write_report(a.cells, a.out)
@@ -278,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{a.out}/benchmark.json, {a.out}/benchmark.md, {a.out}/plots/"
     if a.readme is not None:
         where += f", {a.readme}" if synced else f" ({a.readme} has no benchmark markers: not changed)"
-    print(f"MLL mean {'n/a' if mll is None else f'{mll:.3f}'}, MLL/oracle "
-          f"{'n/a' if ratio is None else f'{ratio:.3f}'}; wrote {where}")
+    print(
+        f"MLL mean {'n/a' if mll is None else f'{mll:.3f}'}, MLL/oracle "
+        f"{'n/a' if ratio is None else f'{ratio:.3f}'}; wrote {where}"
+    )
     return 0
 
 

@@ -36,8 +36,12 @@ def load_params(params_file: Path | str = "params.yaml") -> BenchmarkParams:
     """params.yaml's `benchmark` section, its method keys checked against the registry."""
     bp = load_section("benchmark", Path(params_file))
     _check_methods("benchmark.methods", bp.methods, list_methods())
-    _check_methods("benchmark.growth_methods", bp.growth_methods, list_methods(growth=True),
-                   "they do not depend on the hub, so a sub-hub cannot change them")
+    _check_methods(
+        "benchmark.growth_methods",
+        bp.growth_methods,
+        list_methods(growth=True),
+        "they do not depend on the hub, so a sub-hub cannot change them",
+    )
     if not bp.tasks:
         raise ValueError("params: benchmark.tasks is empty; add at least one task")
     return bp
@@ -45,17 +49,39 @@ def load_params(params_file: Path | str = "params.yaml") -> BenchmarkParams:
 
 def grid(tasks: list[str], bp: BenchmarkParams) -> list[tuple[str, str, int | None]]:
     """(task, method, seed) of every cell: one per task and method, one per seed for a seeded method."""
-    return [(t, m, s) for t in tasks for m in bp.methods
-            for s in (range(bp.random_seeds) if get_method(m).seeded else [None])]
+    return [
+        (t, m, s)
+        for t in tasks
+        for m in bp.methods
+        for s in (range(bp.random_seeds) if get_method(m).seeded else [None])
+    ]
 
 
 def _cell(task: BenchTask, method: str, seed: int | None = None) -> dict:
-    return {"task": task.name, "method": method, "seed": seed, "status": "ok", "reason": "", "accuracy": None,
-            "models": [], "answered_by": {}, "per_class": {}, "seconds": 0.0, "detail": ""}
+    return {
+        "task": task.name,
+        "method": method,
+        "seed": seed,
+        "status": "ok",
+        "reason": "",
+        "accuracy": None,
+        "models": [],
+        "answered_by": {},
+        "per_class": {},
+        "seconds": 0.0,
+        "detail": "",
+    }
 
 
-def run_cell(ctx: Context, task: BenchTask, method: str, cache: OutputCache, seed: int | None = None,
-             oracle_hub: Path | None = None, restrict: list[str] | None = None) -> dict:
+def run_cell(
+    ctx: Context,
+    task: BenchTask,
+    method: str,
+    cache: OutputCache,
+    seed: int | None = None,
+    oracle_hub: Path | None = None,
+    restrict: list[str] | None = None,
+) -> dict:
     """One (task, method[, seed]) cell of the benchmark grid; `restrict` solves over a sub-hub."""
     t0 = time.perf_counter()
     fn = get_method(method).fn
@@ -108,15 +134,23 @@ def sub_hubs(models: list[str], sizes: tuple[int, ...], seeds: int, seed: int = 
     return out
 
 
-def growth_cell(ctx: Context, tasks: list[BenchTask], size: int, seed: int, models: list[str],
-                methods: tuple[str, ...], cache: OutputCache) -> list[dict]:
+def growth_cell(
+    ctx: Context,
+    tasks: list[BenchTask],
+    size: int,
+    seed: int,
+    models: list[str],
+    methods: tuple[str, ...],
+    cache: OutputCache,
+) -> list[dict]:
     """Every task solved over one sub-hub by each growth method."""
     rows = []
     for t in tasks:
         for m in methods:
             c = run_cell(ctx, t, m, cache, seed=seed, restrict=models)
-            rows.append({"size": size, "seed": seed, "models": models, "task": t.name, "method": m,
-                         "accuracy": c["accuracy"]})
+            rows.append(
+                {"size": size, "seed": seed, "models": models, "task": t.name, "method": m, "accuracy": c["accuracy"]}
+            )
     return rows
 
 
@@ -125,35 +159,66 @@ def log_cell(cell: dict, task: BenchTask, enabled: bool = True) -> None:
     from mll.tracking import start_run, write_json_artifact
 
     name = f"{cell['task']}/{cell['method']}" + (f"/seed{cell['seed']}" if cell["seed"] is not None else "")
-    with start_run("benchmark", name, enabled=enabled, tags={"task": cell["task"], "method": cell["method"],
-                                                             "status": cell["status"]}) as tr:
-        tr.log_params({"task": cell["task"], "method": cell["method"], "seed": cell["seed"],
-                       "n_classes": len(task.classes), "n_images": len(task.uris), "models": ",".join(cell["models"]),
-                       "detail": cell["detail"][:500], "reason": cell["reason"]})
+    with start_run(
+        "benchmark",
+        name,
+        enabled=enabled,
+        tags={"task": cell["task"], "method": cell["method"], "status": cell["status"]},
+    ) as tr:
+        tr.log_params(
+            {
+                "task": cell["task"],
+                "method": cell["method"],
+                "seed": cell["seed"],
+                "n_classes": len(task.classes),
+                "n_images": len(task.uris),
+                "models": ",".join(cell["models"]),
+                "detail": cell["detail"][:500],
+                "reason": cell["reason"],
+            }
+        )
         if cell["accuracy"] is not None:
-            tr.log_metrics({"accuracy": cell["accuracy"], "n_models": len(cell["models"]),
-                            "seconds": cell["seconds"]})
-        write_json_artifact(tr, {"answered_by": cell["answered_by"], "per_class": cell["per_class"],
-                                 "support": task.support}, "selection.json")
+            tr.log_metrics({"accuracy": cell["accuracy"], "n_models": len(cell["models"]), "seconds": cell["seconds"]})
+        write_json_artifact(
+            tr,
+            {"answered_by": cell["answered_by"], "per_class": cell["per_class"], "support": task.support},
+            "selection.json",
+        )
 
 
 # --- wiring helpers for the flow -----------------------------------------------------------------------
-def load_state(params_file: str, hub: str, labels: str, sdag: str, manifest: str, oracles: str,
-               cache_dir: str | None = ".cache/outputs") -> dict:
+def load_state(
+    params_file: str,
+    hub: str,
+    labels: str,
+    sdag: str,
+    manifest: str,
+    oracles: str,
+    cache_dir: str | None = ".cache/outputs",
+) -> dict:
     """Everything a benchmark cell needs, loaded once: params, solve context, tasks, output cache."""
     from mll.data.splits import read_manifest
 
     bp = load_params(params_file)
     ctx = Context.load(Path(sdag), Path(hub), Path(labels), load_section("solve", params_file))
     tasks = build_tasks(bp.tasks, read_manifest(Path(manifest)), ctx.sdag, bp, set(bp.oracles))
-    return {"params": bp, "ctx": ctx, "tasks": {t.name: t for t in tasks},
-            "cache": OutputCache(Path(cache_dir) if cache_dir else None)}
+    return {
+        "params": bp,
+        "ctx": ctx,
+        "tasks": {t.name: t for t in tasks},
+        "cache": OutputCache(Path(cache_dir) if cache_dir else None),
+    }
 
 
 def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: float) -> dict:
     """The raw benchmark results that `mll.bench.report` summarises."""
-    return {"hub": state["ctx"].index.models, "tasks": {n: t.describe() for n, t in state["tasks"].items()},
-            "cells": cells, "growth": growth, "seconds": round(seconds, 1)}
+    return {
+        "hub": state["ctx"].index.models,
+        "tasks": {n: t.describe() for n, t in state["tasks"].items()},
+        "cells": cells,
+        "growth": growth,
+        "seconds": round(seconds, 1),
+    }
 
 
 def write_json(doc: dict, path: Path) -> None:

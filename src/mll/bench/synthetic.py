@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mll.hub.cards import ExpertCard, HeadClass, InputConfig
-from mll.solve.chco import LabelIndex
-from mll.labels.compute import Label
 from mll.data.sdag import SDAG
+from mll.hub.cards import ExpertCard, HeadClass, InputConfig
+from mll.labels.compute import Label
+from mll.labels.index import LabelIndex
 
 
 def synthetic_sdag(n_nodes: int, seed: int = 0) -> SDAG:
@@ -25,8 +25,17 @@ def synthetic_sdag(n_nodes: int, seed: int = 0) -> SDAG:
     depth = [0] * n_nodes
     for i in range(1, n_nodes):
         depth[i] = depth[parent[i]] + 1
-    nodes = {ids[i]: {"name": f"concept{i}.n.01", "lemmas": [f"concept{i}"], "definition": f"synthetic concept {i}",
-                      "depth": depth[i], "lexname": "noun.Tops", "counts": [1]} for i in range(n_nodes)}
+    nodes = {
+        ids[i]: {
+            "name": f"concept{i}.n.01",
+            "lemmas": [f"concept{i}"],
+            "definition": f"synthetic concept {i}",
+            "depth": depth[i],
+            "lexname": "noun.Tops",
+            "counts": [1],
+        }
+        for i in range(n_nodes)
+    }
     edges = [(ids[parent[i]], ids[i]) for i in range(1, n_nodes)]
     return SDAG.from_edges(nodes, edges, {"scope": "synthetic"})
 
@@ -49,8 +58,9 @@ class SyntheticIndex(LabelIndex):
             k = int(rng.integers(2, max_classes + 1))
             # models specialise: heads cluster under one random subtree root
             heads = list(dict.fromkeys(node_ids[int(j)] for j in rng.integers(1, len(node_ids), k)))
-            self.cards[name] = ExpertCard(name, "timm", "synthetic", "w", "0" * 64, InputConfig(size=8),
-                                          tuple(HeadClass(h, h) for h in heads))
+            self.cards[name] = ExpertCard(
+                name, "timm", "synthetic", "w", "0" * 64, InputConfig(size=8), tuple(HeadClass(h, h) for h in heads)
+            )
             covered: dict[str, int] = {}
             for h in heads:
                 if h not in anc_cache:
@@ -59,19 +69,37 @@ class SyntheticIndex(LabelIndex):
                     covered[a] = covered.get(a, 0) + 1
             quality = rng.uniform(0.3, 0.95)
             nodes = list(covered)
-            frames.append(pd.DataFrame({
-                "model": name, "node": nodes, "head_classes": [covered[v] for v in nodes],
-                "support": 1, "measured": True, "top1_hit": quality,
-                "gated_recall": np.clip(quality + rng.normal(0, 0.05, len(nodes)), 0, 1),
-                "gated_false_alarm": rng.uniform(0, 0.1, len(nodes)), "false_alarm": rng.uniform(0, 0.5, len(nodes)),
-                "soft_recall": quality,
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model": name,
+                        "node": nodes,
+                        "head_classes": [covered[v] for v in nodes],
+                        "support": 1,
+                        "measured": True,
+                        "top1_hit": quality,
+                        "gated_recall": np.clip(quality + rng.normal(0, 0.05, len(nodes)), 0, 1),
+                        "gated_false_alarm": rng.uniform(0, 0.1, len(nodes)),
+                        "false_alarm": rng.uniform(0, 0.5, len(nodes)),
+                        "soft_recall": quality,
+                    }
+                )
+            )
         self.nodes = pd.concat(frames, ignore_index=True)
         self._by_node = self.nodes.groupby("node").indices
         # an uninformative gate of the right width (3 summary features + the small head's log-probs)
-        self.summaries = {n: {"gate": {"coef": [0.0] * (3 + c.num_classes), "intercept": 4.0,
-                                       "mean": [0.0] * (3 + c.num_classes), "scale": [1.0] * (3 + c.num_classes)},
-                              "probe_hash": "synthetic"} for n, c in self.cards.items()}
+        self.summaries = {
+            n: {
+                "gate": {
+                    "coef": [0.0] * (3 + c.num_classes),
+                    "intercept": 4.0,
+                    "mean": [0.0] * (3 + c.num_classes),
+                    "scale": [1.0] * (3 + c.num_classes),
+                },
+                "probe_hash": "synthetic",
+            }
+            for n, c in self.cards.items()
+        }
         self._labels = {}
         self.root = None
 
@@ -91,8 +119,17 @@ class SyntheticIndex(LabelIndex):
                 rows = [pos[s] for s in sub if s in pos]
                 logits[rows, j] += 3.0  # the model recognises its own concepts
             logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-            self._labels[model] = Label(model, "synthetic", self.probe_uris, self.probe_synsets,
-                                        logp.astype(np.float16), None, None, None,
-                                        np.logaddexp.reduce(logits, axis=1).astype(np.float32), self.nodes.iloc[0:0],
-                                        self.summaries[model])
+            self._labels[model] = Label(
+                model,
+                "synthetic",
+                self.probe_uris,
+                self.probe_synsets,
+                logp.astype(np.float16),
+                None,
+                None,
+                None,
+                np.logaddexp.reduce(logits, axis=1).astype(np.float32),
+                self.nodes.iloc[0:0],
+                self.summaries[model],
+            )
         return self._labels[model]

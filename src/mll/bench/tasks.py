@@ -43,9 +43,15 @@ class BenchTask:
         return self._images
 
     def describe(self) -> dict:
-        return {"classes": self.classes, "support": self.support, "n_images": len(self.uris),
-                "datasets": self.datasets, "oracle": self.oracle, "dropped_ambiguous": self.dropped,
-                "members": {c: [f"{d}:{m}" for d, m in ms] for c, ms in self.members.items()}}
+        return {
+            "classes": self.classes,
+            "support": self.support,
+            "n_images": len(self.uris),
+            "datasets": self.datasets,
+            "oracle": self.oracle,
+            "dropped_ambiguous": self.dropped,
+            "members": {c: [f"{d}:{m}" for d, m in ms] for c, ms in self.members.items()},
+        }
 
 
 def _members(name: str, entry, test: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
@@ -53,25 +59,37 @@ def _members(name: str, entry, test: pd.DataFrame) -> dict[str, list[tuple[str, 
         ds = entry["source"]
         rows = test[test["dataset"] == ds]
         if rows.empty:
-            raise ValueError(f"benchmark task {name}: dataset {ds!r} has no target_test images "
-                             f"(have: {sorted(set(test['dataset']))})")
+            raise ValueError(
+                f"benchmark task {name}: dataset {ds!r} has no target_test images "
+                f"(have: {sorted(set(test['dataset']))})"
+            )
         order = rows.drop_duplicates("class_name").sort_values("label")["class_name"]
         return {c: [(ds, c)] for c in order}
     classes = entry.get("classes") if isinstance(entry, dict) else None
     if not isinstance(classes, dict) or len(classes) < 2:
-        raise ValueError(f"benchmark task {name}: give `source: <dataset>` or "
-                         "`classes: {name: {dataset: [members]}}` with at least two classes")
+        raise ValueError(
+            f"benchmark task {name}: give `source: <dataset>` or "
+            "`classes: {name: {dataset: [members]}}` with at least two classes"
+        )
     out = {}
     for cname, sources in classes.items():
         if not isinstance(sources, dict):
-            raise ValueError(f"benchmark task {name}, class {cname!r}: "
-                             "expected {dataset: [class names or synset names]}")
+            raise ValueError(
+                f"benchmark task {name}, class {cname!r}: expected {{dataset: [class names or synset names]}}"
+            )
         out[str(cname)] = [(ds, str(m)) for ds, ms in sources.items() for m in ([ms] if isinstance(ms, str) else ms)]
     return out
 
 
-def build_task(name: str, entry: dict, test: pd.DataFrame, sdag: SDAG, max_per_class: int, seed: int,
-               oracle_datasets: set[str] = frozenset()) -> BenchTask:
+def build_task(
+    name: str,
+    entry: dict,
+    test: pd.DataFrame,
+    sdag: SDAG,
+    max_per_class: int,
+    seed: int,
+    oracle_datasets: set[str] = frozenset(),
+) -> BenchTask:
     """Resolve a task entry against the target_test manifest (deterministic per-class sample)."""
     from mll.data.wordnet import resolve_synset, wnid
 
@@ -91,8 +109,10 @@ def build_task(name: str, entry: dict, test: pd.DataFrame, sdag: SDAG, max_per_c
                 sel = in_ds & (cls_col == m)
             if not sel.any():
                 known = sorted(set(cls_col[in_ds]))[:12]
-                raise ValueError(f"benchmark task {name}, class {cname!r}: {ds}:{m} matches no target_test image "
-                                 f"(class names there include {known}; or give a synset name like bird.n.01)")
+                raise ValueError(
+                    f"benchmark task {name}, class {cname!r}: {ds}:{m} matches no target_test image "
+                    f"(class names there include {known}; or give a synset name like bird.n.01)"
+                )
             hit[:, k] |= sel
     single = hit.sum(1) == 1
     dropped = int((hit.sum(1) > 1).sum())
@@ -111,9 +131,12 @@ def build_task(name: str, entry: dict, test: pd.DataFrame, sdag: SDAG, max_per_c
     return BenchTask(name, list(members), uris, np.asarray(y), support, datasets, members, oracle, dropped)
 
 
-def build_tasks(tasks: dict, test: pd.DataFrame, sdag: SDAG, bp: BenchmarkParams,
-                oracle_datasets: set[str] = frozenset()) -> list[BenchTask]:
+def build_tasks(
+    tasks: dict, test: pd.DataFrame, sdag: SDAG, bp: BenchmarkParams, oracle_datasets: set[str] = frozenset()
+) -> list[BenchTask]:
     """Every task of `benchmark.tasks`, resolved against the manifest's target_test rows."""
     test = test[test["split"] == "target_test"] if "split" in test else test
-    return [build_task(n, e, test.reset_index(drop=True), sdag, bp.max_per_class, bp.seed, oracle_datasets)
-            for n, e in tasks.items()]
+    return [
+        build_task(n, e, test.reset_index(drop=True), sdag, bp.max_per_class, bp.seed, oracle_datasets)
+        for n, e in tasks.items()
+    ]

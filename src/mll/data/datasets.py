@@ -40,11 +40,15 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.uris)
 
-    def subset(self, idx: np.ndarray) -> "ImageSet":
+    def subset(self, idx: np.ndarray) -> ImageSet:
         idx = np.asarray(idx, dtype=np.int64)
         return ImageSet(
-            self.name, self.class_names, self.synsets,
-            tuple(self.uris[i] for i in idx), self.labels[idx], tuple(self.parts[i] for i in idx),
+            self.name,
+            self.class_names,
+            self.synsets,
+            tuple(self.uris[i] for i in idx),
+            self.labels[idx],
+            tuple(self.parts[i] for i in idx),
         )
 
 
@@ -56,7 +60,9 @@ def class_synset_table(path: Path | None = None) -> dict[str, list[tuple[str, st
     """dataset -> [(class_name, synset)] in class-index order, from the committed table."""
     path = Path(path or data_dir() / "class_synsets.csv")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; it is a committed file, restore it with `git checkout {path.name}`")
+        raise FileNotFoundError(
+            f"{path} is missing; it is a committed file, restore it with `git checkout {path.name}`"
+        )
     out: dict[str, list[tuple[str, str]]] = {}
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
@@ -70,8 +76,12 @@ def class_synset_table(path: Path | None = None) -> dict[str, list[tuple[str, st
 def _with_table(name: str, uris, labels, parts) -> ImageSet:
     classes = class_synset_table()[name]
     return ImageSet(
-        name, tuple(c for c, _ in classes), tuple(s for _, s in classes),
-        tuple(uris), np.asarray(labels, dtype=np.int64), tuple(parts),
+        name,
+        tuple(c for c, _ in classes),
+        tuple(s for _, s in classes),
+        tuple(uris),
+        np.asarray(labels, dtype=np.int64),
+        tuple(parts),
     )
 
 
@@ -83,7 +93,9 @@ def fashion_mnist(root: Path = FASHION_ROOT) -> ImageSet:
     for part, stem in (("train", "train"), ("test", "t10k")):
         img, lab = root / f"{stem}-images-idx3-ubyte.gz", root / f"{stem}-labels-idx1-ubyte.gz"
         if not img.is_file() or not lab.is_file():
-            raise DatasetMissingError(f"Fashion-MNIST not found in {root}; install it with `apt-get install dataset-fashion-mnist`")
+            raise DatasetMissingError(
+                f"Fashion-MNIST not found in {root}; install it with `apt-get install dataset-fashion-mnist`"
+            )
         y = read_idx(lab)
         uris += [f"{img}#{i}" for i in range(len(y))]
         labels.append(y)
@@ -114,16 +126,21 @@ def tuxpaint(root: Path = TUXPAINT_ROOT, table: Path | None = None) -> ImageSet:
     """Tux Paint photo stamps, one class per distinct synset of the curated file map."""
     table = Path(table or data_dir() / "tuxpaint_synsets.csv")
     if not root.is_dir():
-        raise DatasetMissingError(f"Tux Paint stamps not found in {root}; install them with `apt-get install tuxpaint-stamps-default`")
+        raise DatasetMissingError(
+            f"Tux Paint stamps not found in {root}; install them with `apt-get install tuxpaint-stamps-default`"
+        )
     with open(table, newline="") as fh:
         rows = list(csv.DictReader(fh))
     synsets = sorted({r["synset"] for r in rows})
     index = {s: i for i, s in enumerate(synsets)}
     names = {r["synset"]: r["synset_name"].split(".")[0].replace("_", " ") for r in rows}
     return ImageSet(
-        "tuxpaint", tuple(names[s] for s in synsets), tuple(synsets),
+        "tuxpaint",
+        tuple(names[s] for s in synsets),
+        tuple(synsets),
         tuple(str(root / r["path"]) for r in rows),
-        np.asarray([index[r["synset"]] for r in rows], dtype=np.int64), ("all",) * len(rows),
+        np.asarray([index[r["synset"]] for r in rows], dtype=np.int64),
+        ("all",) * len(rows),
     )
 
 
@@ -145,8 +162,14 @@ def image_folder(root: Path, name: str | None = None) -> ImageSet:
             raise ValueError(f"class folder {root / c} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         uris += [str(f) for f in files]
         labels += [i] * len(files)
-    return ImageSet(name or root.name, tuple(classes), (None,) * len(classes), tuple(uris),
-                    np.asarray(labels, dtype=np.int64), ("all",) * len(uris))
+    return ImageSet(
+        name or root.name,
+        tuple(classes),
+        (None,) * len(classes),
+        tuple(uris),
+        np.asarray(labels, dtype=np.int64),
+        ("all",) * len(uris),
+    )
 
 
 def cifar(root: Path, kind: str = "cifar10") -> ImageSet:
@@ -194,4 +217,4 @@ def load_dataset(name: str, root: Path | None = None) -> ImageSet:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, cifar10, cifar100, stl10, folder")
 
 
-__all__ = ["ImageSet", "ImageError", "DatasetMissingError", "load_dataset", "image_folder", "class_synset_table"]
+__all__ = ["DatasetMissingError", "ImageError", "ImageSet", "class_synset_table", "image_folder", "load_dataset"]

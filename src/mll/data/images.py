@@ -32,7 +32,7 @@ def resolve_path(path: str) -> Path:
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
             raise ImageError(f"{path}: package {pkg!r} is not installed; run `make setup`")
-        return Path(list(spec.submodule_search_locations)[0]) / rest
+        return Path(next(iter(spec.submodule_search_locations))) / rest
     return Path(path)
 
 

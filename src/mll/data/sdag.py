@@ -35,9 +35,18 @@ class SDAG:
     builds the equivalent networkx DiGraph (with node attributes) on first use.
     """
 
-    def __init__(self, ids: list[str], names: list[str], lemmas: list[str], definitions: list[str],
-                 depth: list[int], parents: list[list[int]], meta: dict | None = None,
-                 lexnames: list[str] | None = None, counts: list[str] | None = None):
+    def __init__(
+        self,
+        ids: list[str],
+        names: list[str],
+        lemmas: list[str],
+        definitions: list[str],
+        depth: list[int],
+        parents: list[list[int]],
+        meta: dict | None = None,
+        lexnames: list[str] | None = None,
+        counts: list[str] | None = None,
+    ):
         self._ids, self._names, self._lemmas, self._defs, self._depth = ids, names, lemmas, definitions, depth
         self._lex = lexnames or [""] * len(ids)
         self._counts = counts or [""] * len(ids)  # "|"-joined tagged frequencies, aligned with lemmas
@@ -50,17 +59,24 @@ class SDAG:
         self._by_lemma: dict[str, list[int]] | None = None
 
     @classmethod
-    def from_edges(cls, nodes: dict[str, dict], edges: list[tuple[str, str]], meta: dict | None = None) -> "SDAG":
+    def from_edges(cls, nodes: dict[str, dict], edges: list[tuple[str, str]], meta: dict | None = None) -> SDAG:
         """Build from `{id: {name, lemmas (list), definition, depth, lexname}}` and (parent, child) pairs."""
         ids = list(nodes)
         pos = {n: i for i, n in enumerate(ids)}
         parents: list[list[int]] = [[] for _ in ids]
         for p, c in edges:
             parents[pos[c]].append(pos[p])
-        return cls(ids, [nodes[n]["name"] for n in ids], ["|".join(nodes[n]["lemmas"]) for n in ids],
-                   [nodes[n]["definition"] for n in ids], [int(nodes[n]["depth"]) for n in ids], parents, meta,
-                   [nodes[n].get("lexname", "") for n in ids],
-                   ["|".join(str(c) for c in nodes[n].get("counts", ())) for n in ids])
+        return cls(
+            ids,
+            [nodes[n]["name"] for n in ids],
+            ["|".join(nodes[n]["lemmas"]) for n in ids],
+            [nodes[n]["definition"] for n in ids],
+            [int(nodes[n]["depth"]) for n in ids],
+            parents,
+            meta,
+            [nodes[n].get("lexname", "") for n in ids],
+            ["|".join(str(c) for c in nodes[n].get("counts", ())) for n in ids],
+        )
 
     # --- basic access -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -81,8 +97,13 @@ class SDAG:
     def node(self, node: str) -> dict:
         """Attributes of `node`: name, lemmas, definition, depth, lexname (KeyError naming the id if absent)."""
         i = self._i(node)
-        return {"name": self._names[i], "lemmas": self._lemmas[i].split("|"),
-                "definition": self._defs[i], "depth": self._depth[i], "lexname": self._lex[i]}
+        return {
+            "name": self._names[i],
+            "lemmas": self._lemmas[i].split("|"),
+            "definition": self._defs[i],
+            "depth": self._depth[i],
+            "lexname": self._lex[i],
+        }
 
     def lemma_count(self, node: str, lemma: str) -> int:
         """WordNet's tagged frequency of `lemma` in synset `node` (0 when unknown)."""
@@ -233,8 +254,13 @@ class SDAG:
         doc = {
             "format": "mll-sdag/1",
             "meta": {**self.meta, "nodes": len(self), "edges": sum(map(len, self._par))},
-            "id": self._ids, "name": self._names, "lemmas": self._lemmas,
-            "definition": self._defs, "depth": self._depth, "lexname": self._lex, "counts": self._counts,
+            "id": self._ids,
+            "name": self._names,
+            "lemmas": self._lemmas,
+            "definition": self._defs,
+            "depth": self._depth,
+            "lexname": self._lex,
+            "counts": self._counts,
             "parents": self._par,  # per node, the positions of its parents
         }
         tmp = out_dir / f".{_FILE}.tmp"
@@ -243,7 +269,7 @@ class SDAG:
         return out_dir
 
     @classmethod
-    def load(cls, in_dir: Path) -> "SDAG":
+    def load(cls, in_dir: Path) -> SDAG:
         """Load a graph written by `save` (FileNotFoundError naming the fix when absent)."""
         path = Path(in_dir) / _FILE
         if not path.is_file():
@@ -252,8 +278,17 @@ class SDAG:
             doc = json.loads(path.read_bytes())
         if doc.get("format") != "mll-sdag/1":
             raise ValueError(f"{path} is not an mll SDAG file (format {doc.get('format')!r}); rebuild it")
-        return cls(doc["id"], doc["name"], doc["lemmas"], doc["definition"], doc["depth"], doc["parents"], doc["meta"],
-                   doc.get("lexname"), doc.get("counts"))
+        return cls(
+            doc["id"],
+            doc["name"],
+            doc["lemmas"],
+            doc["definition"],
+            doc["depth"],
+            doc["parents"],
+            doc["meta"],
+            doc.get("lexname"),
+            doc.get("counts"),
+        )
 
 
 @contextlib.contextmanager
@@ -301,8 +336,16 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
 
         synsets = _ancestor_closure(synset_from_wnid(v) for v in vocabulary)
         scope = "closure"
-    nodes = {k: {"name": s.name(), "lemmas": [lm.name() for lm in s.lemmas()], "definition": s.definition(),
-                 "lexname": s.lexname(), "counts": [lm.count() for lm in s.lemmas()]} for k, s in synsets.items()}
+    nodes = {
+        k: {
+            "name": s.name(),
+            "lemmas": [lm.name() for lm in s.lemmas()],
+            "definition": s.definition(),
+            "lexname": s.lexname(),
+            "counts": [lm.count() for lm in s.lemmas()],
+        }
+        for k, s in synsets.items()
+    }
     edges = [(wnid(p), k) for k, s in synsets.items() for p in s.hypernyms() + s.instance_hypernyms()]
     children: dict[str, list[str]] = {}
     has_parent = set()

@@ -40,7 +40,7 @@ def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fract
     assign: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     if sizes is None:  # photo stamps: a fraction of images becomes node data, the rest test data
         idx = rng.permutation(len(ds))
-        n_probe = int(round(probe_fraction * len(ds)))
+        n_probe = round(probe_fraction * len(ds))
         assign["probe"].append(np.sort(idx[:n_probe]))
         assign["target_test"].append(np.sort(idx[n_probe:]))
     else:
@@ -48,7 +48,10 @@ def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fract
         for c in range(len(ds.class_names)):
             in_class = ds.labels == c
             if official:
-                pool, test_pool = np.flatnonzero(in_class & (parts == "train")), np.flatnonzero(in_class & (parts == "test"))
+                pool, test_pool = (
+                    np.flatnonzero(in_class & (parts == "train")),
+                    np.flatnonzero(in_class & (parts == "test")),
+                )
             else:
                 pool = test_pool = None
                 pool = np.flatnonzero(in_class)
@@ -62,15 +65,19 @@ def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fract
     for split, chunks in assign.items():
         idx = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
         idx = idx.astype(np.int64)
-        frames.append(pd.DataFrame({
-            "uri": [ds.uris[i] for i in idx],
-            "dataset": ds.name,
-            "part": parts[idx] if len(idx) else [],
-            "label": ds.labels[idx],
-            "class_name": [ds.class_names[ds.labels[i]] for i in idx],
-            "synset": [ds.synsets[ds.labels[i]] for i in idx],
-            "split": split,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "uri": [ds.uris[i] for i in idx],
+                    "dataset": ds.name,
+                    "part": parts[idx] if len(idx) else [],
+                    "label": ds.labels[idx],
+                    "class_name": [ds.class_names[ds.labels[i]] for i in idx],
+                    "synset": [ds.synsets[ds.labels[i]] for i in idx],
+                    "split": split,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
@@ -109,7 +116,7 @@ def summarize(frame: pd.DataFrame) -> dict:
     """Per dataset and split: number of images and classes (the `data_summary.json` metric)."""
     out: dict = {}
     for (ds, split), g in frame.groupby(["dataset", "split"], sort=True):
-        out.setdefault(ds, {})[split] = {"images": int(len(g)), "classes": int(g["synset"].nunique())}
+        out.setdefault(ds, {})[split] = {"images": len(g), "classes": int(g["synset"].nunique())}
     out["total"] = {s: int((frame["split"] == s).sum()) for s in SPLITS}
     return out
 

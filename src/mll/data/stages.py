@@ -22,8 +22,10 @@ def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print)
     for name in names:
         t0 = time.perf_counter()
         sets[name] = load_dataset(name)
-        log(f"loaded {name}: {len(sets[name])} images, {len(sets[name].class_names)} classes "
-            f"({time.perf_counter() - t0:.1f} s)")
+        log(
+            f"loaded {name}: {len(sets[name])} images, {len(sets[name].class_names)} classes "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
     frame = make_splits(params, sets)
 
     def synset_ok(s: str) -> bool:
@@ -51,5 +53,3 @@ def sdag_stage(params: SdagParams, out_dir: Path, vocabulary: list[str] | None =
     g.save(out_dir)
     log(f"SDAG: {len(g)} nodes, {g.graph.number_of_edges()} edges, built in {g.meta['build_seconds']} s -> {out_dir}")
     return g
-
-

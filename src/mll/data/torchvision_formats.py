@@ -21,9 +21,11 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
 CIFAR10_CLASSES: tuple[str, ...] = tuple(
-    "airplane automobile bird cat deer dog frog horse ship truck".split()
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 )
-STL10_CLASSES: tuple[str, ...] = tuple("airplane bird car cat deer dog horse monkey ship truck".split())
+STL10_CLASSES: tuple[str, ...] = tuple(
+    ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+)
 
 _CIFAR_BYTES = 3 * 32 * 32
 _STL_BYTES = 3 * 96 * 96
@@ -128,9 +130,7 @@ def _bin_batch(path: Path, label_bytes: int, mmap: bool = False) -> tuple[np.nda
     return _cifar_images(rows[:, label_bytes:], path), labels
 
 
-def read_cifar(
-    root: str | os.PathLike[str], kind: str, part: str
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_cifar(root: str | os.PathLike[str], kind: str, part: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images uint8 N x 32 x 32 x 3, labels int64, class names) from torchvision's CIFAR layout.
 
     kind is "cifar10" or "cifar100", part "train" or "test"; the python pickles are preferred and the
@@ -235,7 +235,10 @@ def cifar_files(root: str | os.PathLike[str], kind: str, part: str) -> list[tupl
         return [(p, _pickle_batch(p, key)[1]) for p in (_need(py_dir / s, f"{kind} {part} batch") for s in stems)]
     if bin_dir.is_dir():
         lb = 1 if ten else 2
-        return [(p, _bin_batch(p, lb, mmap=True)[1]) for p in (_need(bin_dir / f"{s}.bin", f"{kind} {part} batch") for s in stems)]
+        return [
+            (p, _bin_batch(p, lb, mmap=True)[1])
+            for p in (_need(bin_dir / f"{s}.bin", f"{kind} {part} batch") for s in stems)
+        ]
     raise _missing(py_dir, f"{kind} folder (or its binary version {bin_dir})")
 
 

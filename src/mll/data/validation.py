@@ -106,8 +106,9 @@ def validate_manifests(
     ]
 
 
-def check_manifests(frame: pd.DataFrame, synset_ok: Callable[[str], bool], min_per_class: int = 1,
-                    max_per_class: int | None = None) -> None:
+def check_manifests(
+    frame: pd.DataFrame, synset_ok: Callable[[str], bool], min_per_class: int = 1, max_per_class: int | None = None
+) -> None:
     """Raise ValidationError naming the failing expectation(s), else return None."""
     for outcome in validate_manifests(frame, synset_ok, min_per_class, max_per_class):
         outcome.raise_for_failures()

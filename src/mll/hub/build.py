@@ -40,7 +40,8 @@ def import_imagenet_stage(name: str, params_file, hub_root: Path, log=print):
     if name not in imagenet:
         raise KeyError(f"params: no expert {name!r} under experts.imagenet (have: {', '.join(imagenet)})")
     entry = imagenet[name]
-    card = import_efficientnet_lite(Hub(Path(hub_root)), entry.variant, name=name, overwrite=True,
-                                    input_size=entry.input_size)
+    card = import_efficientnet_lite(
+        Hub(Path(hub_root)), entry.variant, name=name, overwrite=True, input_size=entry.input_size
+    )
     log(f"{name}: imported {entry.variant} at {card.input.size} px ({card.num_classes} ImageNet classes)")
     return card

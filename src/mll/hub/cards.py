@@ -21,7 +21,6 @@ import yaml
 from mll.data.wordnet import is_wnid
 
 CARD_FILE = "card.yaml"
-SOURCE_KINDS = ("timm", "efficientnet_lite", "torchscript")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -51,8 +50,8 @@ class HeadClass:
 class ExpertCard:
     # --- identity and source
     name: str
-    source: str  # timm | efficientnet_lite | torchscript
-    architecture: str  # timm arch name, efficientnet-lite0..4, or "torchscript"
+    source: str  # a registered source kind (mll.hub.sources): timm | efficientnet_lite | torchscript | ...
+    architecture: str  # timm arch name, efficientnet-lite0..4, "torchscript", or what the kind builds
     # --- weights
     weights: str  # file name inside the model folder
     weights_sha256: str
@@ -95,6 +94,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _source_kinds() -> tuple[str, ...]:
+    """The valid `source` values: the kinds registered in mll.hub.sources.
+
+    Read from the registry, not kept as data here, so that a new kind is one registration in one
+    file. Imported on call: the registry builds and imports cards (it imports this module), so a
+    top-level import would be a cycle. Cards are read only where models are (torch is loaded anyway).
+    """
+    from mll.hub.sources import source_kinds
+
+    return source_kinds()
+
+
 def card_from_dict(d: dict, where: str = "card") -> ExpertCard:
     """Build and validate a card from plain data (as read from YAML)."""
     if not isinstance(d, dict):
@@ -109,8 +120,9 @@ def card_from_dict(d: dict, where: str = "card") -> ExpertCard:
         raise CardError(f"{where}: unknown field(s) {', '.join(unknown)}")
     if not _NAME.match(str(d["name"])):
         raise CardError(f"{where}: name {d['name']!r} must be 1-100 characters of letters, digits, '.', '_' or '-'")
-    if d["source"] not in SOURCE_KINDS:
-        raise CardError(f"{where}: source {d['source']!r} is not one of {', '.join(SOURCE_KINDS)}")
+    kinds = _source_kinds()
+    if d["source"] not in kinds:
+        raise CardError(f"{where}: source {d['source']!r} is not one of {', '.join(kinds)}")
     weights = str(d["weights"])
     if "/" in weights or "\\" in weights or weights in ("", ".", ".."):
         raise CardError(f"{where}: weights {weights!r} must be a plain file name inside the model folder")
@@ -124,16 +136,22 @@ def card_from_dict(d: dict, where: str = "card") -> ExpertCard:
         raise CardError(f"{where}: input size >= 8, 0 < crop_pct <= 1, interpolation bilinear|bicubic|nearest")
     head = []
     for i, h in enumerate(d["head"] or []):
-        name, synset = (h if isinstance(h, (list, tuple)) else (h.get("name"), h.get("synset")))
+        name, synset = h if isinstance(h, (list, tuple)) else (h.get("name"), h.get("synset"))
         if not is_wnid(str(synset)):
             raise CardError(f"{where}: head class {i} ({name!r}) has synset {synset!r}; expected an id like n02084071")
         head.append(HeadClass(str(name), str(synset)))
     if not head:
         raise CardError(f"{where}: the head lists no classes")
     return ExpertCard(
-        name=d["name"], source=d["source"], architecture=str(d["architecture"]), weights=weights,
-        weights_sha256=str(d["weights_sha256"]), input=inp, head=tuple(head),
-        license=str(d.get("license", "unknown")), provenance=dict(d.get("provenance") or {}),
+        name=d["name"],
+        source=d["source"],
+        architecture=str(d["architecture"]),
+        weights=weights,
+        weights_sha256=str(d["weights_sha256"]),
+        input=inp,
+        head=tuple(head),
+        license=str(d.get("license", "unknown")),
+        provenance=dict(d.get("provenance") or {}),
         description=str(d.get("description", "")),
     )
 
@@ -167,7 +185,7 @@ def write_card(card: ExpertCard, model_dir: Path) -> Path:
 def weights_path(card: ExpertCard, model_dir: Path) -> Path:
     """The card's weights file, refusing anything that resolves outside the model folder."""
     model_dir = Path(model_dir).resolve()
-    path = (model_dir / card.weights)
+    path = model_dir / card.weights
     real = path.resolve()
     if real.parent != model_dir:
         raise CardError(f"{model_dir / CARD_FILE}: weights {card.weights!r} resolve outside the model folder ({real})")
@@ -181,6 +199,8 @@ def verify_weights(card: ExpertCard, model_dir: Path) -> Path:
         raise CardError(f"{path}: weights file missing (card {card.name}); restore it with `dvc pull` or `dvc repro`")
     got = sha256_file(path)
     if got != card.weights_sha256:
-        raise CardError(f"{path}: sha256 {got[:12]}... does not match the card's {card.weights_sha256[:12]}... "
-                        "(corrupt or replaced weights; re-add the model)")
+        raise CardError(
+            f"{path}: sha256 {got[:12]}... does not match the card's {card.weights_sha256[:12]}... "
+            "(corrupt or replaced weights; re-add the model)"
+        )
     return path

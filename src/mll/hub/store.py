@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from mll.hub.cards import CARD_FILE, CardError, ExpertCard, read_card, sha256_file, write_card
+from mll.hub.cards import CARD_FILE, CardError, ExpertCard, read_card, sha256_file, verify_weights, write_card
 from mll.hub.experts import Expert, load_expert
+from mll.hub.sources import build_module, source_kind
 from mll.paths import models_dir
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -37,7 +38,11 @@ class Hub:
     def path(self, name: str) -> Path:
         if name not in self.names():
             close = difflib.get_close_matches(name, self.names(), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; `mll hub list` shows the {len(self.names())} models"
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else f"; `mll hub list` shows the {len(self.names())} models"
+            )
             raise KeyError(f"no model {name!r} in hub {self.root}{hint}")
         return self.root / name
 
@@ -57,15 +62,17 @@ class Hub:
     def load(self, name: str, device: str = "auto", amp: bool = True) -> Expert:
         return load_expert(self.path(name), device=device, amp=amp)
 
-    def add(self, card: ExpertCard, state: dict[str, torch.Tensor] | Path, overwrite: bool = False,
-            verify: bool = True) -> ExpertCard:
-        """Register `card` with weights (a state dict, or a TorchScript file for torchscript cards).
+    def add(
+        self, card: ExpertCard, state: dict[str, torch.Tensor] | Path, overwrite: bool = False, verify: bool = True
+    ) -> ExpertCard:
+        """Register `card` with weights (a state dict, or the archive file for kinds that keep one, e.g. TorchScript).
 
         The weights are written into the model folder, hashed into the card, and the result is
         loaded once to prove card and weights agree; on failure nothing is left behind.
         """
         from safetensors.torch import save_file
 
+        kind = source_kind(card.source)
         dest = self.root / card.name
         if dest.exists() and not overwrite:
             raise ValueError(f"model {card.name!r} already exists in {self.root}; remove it first or pass overwrite")
@@ -73,8 +80,8 @@ class Hub:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            if card.source == "torchscript":
-                fname = "model.torchscript.pt"
+            if kind.archive_name:  # kept as is: the archive is the model
+                fname = kind.archive_name
                 shutil.copyfile(Path(state), tmp / fname)
             else:
                 fname = WEIGHTS_FILE
@@ -102,11 +109,8 @@ class Hub:
 
 def _verify_staged(folder: Path, card: ExpertCard) -> None:
     """Load a staged model folder once (card name != folder name while staged)."""
-    from mll.hub.cards import verify_weights
-    from mll.hub.experts import Expert, _build_module
-
     weights = verify_weights(card, folder)
-    expert = Expert(card, _build_module(card, weights), device="cpu")
+    expert = Expert(card, build_module(card, weights), device="cpu")
     expert.forward(torch.zeros(1, card.input.channels, card.input.size, card.input.size))
 
 

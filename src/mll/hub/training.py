@@ -16,14 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from mll.config import TrainedExpertParams, TrainOverrides
+from mll.data.images import open_image
 from mll.hub.cards import ExpertCard, HeadClass, InputConfig
 from mll.hub.experts import preprocess
 from mll.hub.store import Hub
-from mll.data.images import open_image
 from mll.tracking import Tracker
 
-DATASET_LICENSES = {"fashion_mnist": "MIT (Fashion-MNIST, Zalando)", "mnist": "CC BY-SA 3.0 (MNIST)",
-                    "digits": "CC BY 4.0 (UCI optdigits)"}
+DATASET_LICENSES = {
+    "fashion_mnist": "MIT (Fashion-MNIST, Zalando)",
+    "mnist": "CC BY-SA 3.0 (MNIST)",
+    "digits": "CC BY 4.0 (UCI optdigits)",
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,9 @@ def _select(spec: ExpertSpec, manifest: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in spec.classes if c not in set(rows["class_name"])]
     if missing:
         known = sorted(set(rows["class_name"]))
-        raise ValueError(f"expert {spec.name}: classes {missing} have no expert_train images in {spec.dataset} "
-                         f"(known: {known})")
+        raise ValueError(
+            f"expert {spec.name}: classes {missing} have no expert_train images in {spec.dataset} (known: {known})"
+        )
     return rows[rows["class_name"].isin(spec.classes)].sort_values("uri").reset_index(drop=True)
 
 
@@ -72,14 +76,15 @@ def manifest_hash(rows: pd.DataFrame) -> str:
 def _augment(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
     if shift <= 0:
         return x
-    n, _, h, w = x.shape
+    _n, _, h, w = x.shape
     padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
     dx, dy = torch.randint(0, 2 * shift + 1, (2,), generator=g).tolist()
     return padded[:, :, dy : dy + h, dx : dx + w]
 
 
-def train_expert(spec: ExpertSpec, manifest: pd.DataFrame, hub: Hub, tracker: Tracker | None = None,
-                 log=print) -> ExpertCard:
+def train_expert(
+    spec: ExpertSpec, manifest: pd.DataFrame, hub: Hub, tracker: Tracker | None = None, log=print
+) -> ExpertCard:
     """Train `spec` on its classes' expert_train images, add it to `hub`, log to `tracker`."""
     import timm
 
@@ -96,7 +101,7 @@ def train_expert(spec: ExpertSpec, manifest: pd.DataFrame, hub: Hub, tracker: Tr
     val_mask = np.zeros(len(rows), dtype=bool)
     for c in range(len(spec.classes)):  # stratified hold-out
         idx = np.flatnonzero(y_all.numpy() == c)
-        val_mask[rng.choice(idx, max(1, int(round(spec.val_fraction * len(idx)))), replace=False)] = True
+        val_mask[rng.choice(idx, max(1, round(spec.val_fraction * len(idx))), replace=False)] = True
     tr, va = torch.from_numpy(~val_mask), torch.from_numpy(val_mask)
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
 
@@ -106,8 +111,9 @@ def train_expert(spec: ExpertSpec, manifest: pd.DataFrame, hub: Hub, tracker: Tr
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps = spec.epochs * ((len(x_tr) + spec.batch_size - 1) // spec.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=max(1, steps), pct_start=0.2)
-    tracker.log_params({**{k: v for k, v in asdict(spec).items() if k != "extra"},
-                        "n_train": int(len(x_tr)), "n_val": int(len(x_va))})
+    tracker.log_params(
+        {**{k: v for k, v in asdict(spec).items() if k != "extra"}, "n_train": len(x_tr), "n_val": len(x_va)}
+    )
     val_acc = 0.0
     for epoch in range(spec.epochs):
         model.train()
@@ -127,21 +133,37 @@ def train_expert(spec: ExpertSpec, manifest: pd.DataFrame, hub: Hub, tracker: Tr
         model.eval()
         with torch.inference_mode():
             val_acc = float((model(x_va).argmax(1) == y_va).float().mean())
-        tracker.log_metrics({"train_loss": tot_loss / len(x_tr), "train_accuracy": tot_ok / len(x_tr),
-                             "val_accuracy": val_acc}, step=epoch)
-        log(f"{spec.name} epoch {epoch + 1}/{spec.epochs}: loss {tot_loss / len(x_tr):.3f} "
-            f"train acc {tot_ok / len(x_tr):.3f} val acc {val_acc:.3f}")
+        tracker.log_metrics(
+            {"train_loss": tot_loss / len(x_tr), "train_accuracy": tot_ok / len(x_tr), "val_accuracy": val_acc},
+            step=epoch,
+        )
+        log(
+            f"{spec.name} epoch {epoch + 1}/{spec.epochs}: loss {tot_loss / len(x_tr):.3f} "
+            f"train acc {tot_ok / len(x_tr):.3f} val acc {val_acc:.3f}"
+        )
     seconds = time.perf_counter() - t0
     tracker.log_metrics({"final_val_accuracy": val_acc, "train_seconds": seconds})
     card = ExpertCard(
-        name=spec.name, source="timm", architecture=spec.arch, weights="", weights_sha256="", input=cfg,
+        name=spec.name,
+        source="timm",
+        architecture=spec.arch,
+        weights="",
+        weights_sha256="",
+        input=cfg,
         head=tuple(HeadClass(c, synset_of[c]) for c in spec.classes),
         license=f"trained here on {DATASET_LICENSES.get(spec.dataset, spec.dataset)}",
         provenance={
-            "dataset": spec.dataset, "split": "expert_train", "training_manifest_sha256": manifest_hash(rows),
-            "params": {k: v for k, v in asdict(spec).items() if k not in ("name", "extra")} | {"classes": list(spec.classes)},
-            "metrics": {"val_accuracy": round(val_acc, 4), "train_seconds": round(seconds, 1),
-                        "n_train": int(len(x_tr)), "n_val": int(len(x_va))},
+            "dataset": spec.dataset,
+            "split": "expert_train",
+            "training_manifest_sha256": manifest_hash(rows),
+            "params": {k: v for k, v in asdict(spec).items() if k not in ("name", "extra")}
+            | {"classes": list(spec.classes)},
+            "metrics": {
+                "val_accuracy": round(val_acc, 4),
+                "train_seconds": round(seconds, 1),
+                "n_train": len(x_tr),
+                "n_val": len(x_va),
+            },
             "mlflow_run_id": tracker.run_id,
         },
         description=f"{spec.arch} trained on {len(spec.classes)} {spec.dataset} classes",

@@ -106,9 +106,17 @@ def _closure(card: ExpertCard, sdag: SDAG) -> list[str]:
     return sorted(nodes)
 
 
-def compute_label(card: ExpertCard, logits: torch.Tensor, probe_synsets: list[str], probe_uris: list[str],
-                  probe_datasets: list[str], sdag: SDAG, cfg: LabelParams, key: str,
-                  declared_recall: float | None = None) -> Label:
+def compute_label(
+    card: ExpertCard,
+    logits: torch.Tensor,
+    probe_synsets: list[str],
+    probe_uris: list[str],
+    probe_datasets: list[str],
+    sdag: SDAG,
+    cfg: LabelParams,
+    key: str,
+    declared_recall: float | None = None,
+) -> Label:
     """Turn a model's logits on the probe images into its label (both layers)."""
     n, c = logits.shape
     head = card.synsets
@@ -176,21 +184,23 @@ def compute_label(card: ExpertCard, logits: torch.Tensor, probe_synsets: list[st
     with np.errstate(invalid="ignore", divide="ignore"):
         gated_recall = (g * pv * img_in).sum(0) / support
         gated_false_alarm = (g * pv * unrelated).sum(0) / unrelated.sum(0)
-    nodes = pd.DataFrame({
-        "node": closure,
-        "name": [sdag.name(v) for v in closure],
-        "depth": [sdag.depth(v) for v in closure],
-        "is_head": [v in set(head) for v in closure],
-        "head_classes": n_head,
-        "support": support.astype(int),
-        "soft_recall": np.where(measured, soft_recall, np.nan),
-        "top1_hit": np.where(measured, top1_hit, np.nan),
-        "false_alarm": false_alarm,
-        "false_top1": false_top1,
-        "gated_recall": np.where(measured, gated_recall, np.nan),
-        "gated_false_alarm": gated_false_alarm,
-        "measured": measured,
-    })
+    nodes = pd.DataFrame(
+        {
+            "node": closure,
+            "name": [sdag.name(v) for v in closure],
+            "depth": [sdag.depth(v) for v in closure],
+            "is_head": [v in set(head) for v in closure],
+            "head_classes": n_head,
+            "support": support.astype(int),
+            "soft_recall": np.where(measured, soft_recall, np.nan),
+            "top1_hit": np.where(measured, top1_hit, np.nan),
+            "false_alarm": false_alarm,
+            "false_top1": false_top1,
+            "gated_recall": np.where(measured, gated_recall, np.nan),
+            "gated_false_alarm": gated_false_alarm,
+            "measured": measured,
+        }
+    )
     if declared_recall is not None:  # nodes without node data get the card's declared accuracy
         fill = ~measured & (nodes["head_classes"] > 0)
         nodes.loc[fill, "soft_recall"] = declared_recall
@@ -201,23 +211,42 @@ def compute_label(card: ExpertCard, logits: torch.Tensor, probe_synsets: list[st
     m = nodes[nodes.measured]
     head_rows = nodes[nodes.is_head & nodes.measured]
     summary = {
-        "model": card.name, "key": key, "label_version": LABEL_VERSION, "card_sha256": card.content_hash(),
-        "num_classes": c, "probe_images": n, "in_domain_images": int(in_dom.sum()),
-        "covered_nodes": int(len(nodes)), "measured_nodes": int(measured.sum()),
-        "head_classes_measured": int(len(head_rows)),
+        "model": card.name,
+        "key": key,
+        "label_version": LABEL_VERSION,
+        "card_sha256": card.content_hash(),
+        "num_classes": c,
+        "probe_images": n,
+        "in_domain_images": int(in_dom.sum()),
+        "covered_nodes": len(nodes),
+        "measured_nodes": int(measured.sum()),
+        "head_classes_measured": len(head_rows),
         "mean_recall": float(head_rows.soft_recall.mean()) if len(head_rows) else None,
         "mean_top1_hit": float(head_rows.top1_hit.mean()) if len(head_rows) else None,
         "mean_false_alarm": float(m.false_alarm[m.is_head].mean()) if len(head_rows) else None,
         "mean_gated_recall": float(head_rows.gated_recall.mean()) if len(head_rows) else None,
         "mean_gated_false_alarm": float(m.gated_false_alarm[m.is_head].mean()) if len(head_rows) else None,
         "in_domain_accuracy": float((top1[in_dom] == target[in_dom]).mean()) if in_dom.any() else None,
-        "temperature": temperature, "gate": gate, "gate_auroc": gate_auroc,
+        "temperature": temperature,
+        "gate": gate,
+        "gate_auroc": gate_auroc,
         "storage": str(storage),
         "probe_datasets": sorted(set(probe_datasets)),
         "head_synsets_missing_from_sdag": sorted(set(head) - set(closure)),
     }
-    return Label(card.name, key, list(probe_uris), list(probe_synsets), stored["logp"], stored["topk_idx"], stored["topk_logp"],
-                 stored["rest_logp"], lse, nodes, summary)
+    return Label(
+        card.name,
+        key,
+        list(probe_uris),
+        list(probe_synsets),
+        stored["logp"],
+        stored["topk_idx"],
+        stored["topk_logp"],
+        stored["rest_logp"],
+        lse,
+        nodes,
+        summary,
+    )
 
 
 # --- labeling one model --------------------------------------------------------------------------
@@ -236,10 +265,17 @@ class LabelResult:
         return asdict(self)
 
 
-def label_model(expert_loader: Callable[[], Expert], card: ExpertCard, probe: ProbeSet, sdag: SDAG,
-                root: Path, cfg: LabelParams = LabelParams(), force: bool = False,
-                validate: Callable[[pd.DataFrame, SDAG], None] | None = None,
-                progress: Callable[[int], None] | None = None) -> LabelResult:
+def label_model(
+    expert_loader: Callable[[], Expert],
+    card: ExpertCard,
+    probe: ProbeSet,
+    sdag: SDAG,
+    root: Path,
+    cfg: LabelParams = LabelParams(),
+    force: bool = False,
+    validate: Callable[[pd.DataFrame, SDAG], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LabelResult:
     """Label one model unless its stored label already has the current key."""
     key = label_key(card, probe.hash)
     with model_lock(root, card.name):
@@ -247,7 +283,12 @@ def label_model(expert_loader: Callable[[], Expert], card: ExpertCard, probe: Pr
         for stale in (*Path(root).glob(f".{card.name}.tmp-*"), *Path(root).glob(f".{card.name}.old-*")):
             shutil.rmtree(stale, ignore_errors=True)
         current = read_summary(root, card.name)
-        if not force and current is not None and current.get("key") == key and (Path(root) / card.name / OUTPUTS).is_file():
+        if (
+            not force
+            and current is not None
+            and current.get("key") == key
+            and (Path(root) / card.name / OUTPUTS).is_file()
+        ):
             return LabelResult(card.name, "skipped", key, summary=current)
         t0 = time.perf_counter()
         expert = expert_loader()
@@ -266,9 +307,17 @@ def label_model(expert_loader: Callable[[], Expert], card: ExpertCard, probe: Pr
                 progress(len(xb))
         logits = torch.cat(outs) if outs else torch.empty(0, card.num_classes)
         declared = (card.provenance.get("metrics") or {}).get("val_accuracy")
-        label = compute_label(card, logits, [probe.synsets[i] for i in ok], [probe.uris[i] for i in ok],
-                              [probe.datasets[i] for i in ok], sdag, cfg, key,
-                              float(declared) if declared is not None else None)
+        label = compute_label(
+            card,
+            logits,
+            [probe.synsets[i] for i in ok],
+            [probe.uris[i] for i in ok],
+            [probe.datasets[i] for i in ok],
+            sdag,
+            cfg,
+            key,
+            float(declared) if declared is not None else None,
+        )
         if validate is not None:
             validate(label.nodes, sdag)
         label.summary["probe_hash"] = probe.hash

@@ -16,22 +16,53 @@ class LabelIndex:
 
     def __init__(self, labels_root: Path, models: list[str] | None = None):
         self.root = Path(labels_root)
-        names = models if models is not None else sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.is_dir() else []
+        names = (
+            models
+            if models is not None
+            else sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if self.root.is_dir()
+            else []
+        )
         frames, self.summaries = [], {}
         for n in names:
             s = read_summary(self.root, n)
             if s is None:
                 continue
             self.summaries[n] = s
-            f = pd.read_parquet(self.root / n / "nodes.parquet",
-                                columns=["node", "head_classes", "support", "measured", "top1_hit",
-                                         "gated_recall", "gated_false_alarm", "false_alarm", "soft_recall"])
+            f = pd.read_parquet(
+                self.root / n / "nodes.parquet",
+                columns=[
+                    "node",
+                    "head_classes",
+                    "support",
+                    "measured",
+                    "top1_hit",
+                    "gated_recall",
+                    "gated_false_alarm",
+                    "false_alarm",
+                    "soft_recall",
+                ],
+            )
             f.insert(0, "model", n)
             frames.append(f)
-        self.nodes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["model", "node", "head_classes", "support", "measured", "top1_hit", "gated_recall",
-                     "gated_false_alarm", "false_alarm", "soft_recall"])
+        self.nodes = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(
+                columns=[
+                    "model",
+                    "node",
+                    "head_classes",
+                    "support",
+                    "measured",
+                    "top1_hit",
+                    "gated_recall",
+                    "gated_false_alarm",
+                    "false_alarm",
+                    "soft_recall",
+                ]
+            )
+        )
         self._by_node = self.nodes.groupby("node").indices if len(self.nodes) else {}
         self._labels: dict = {}
 
@@ -39,7 +70,7 @@ class LabelIndex:
     def models(self) -> list[str]:
         return sorted(self.summaries)
 
-    def subset(self, models: list[str]) -> "LabelIndex":
+    def subset(self, models: list[str]) -> LabelIndex:
         """The index restricted to `models` (a sub-hub), sharing the loaded labels: nothing is re-read."""
         key = tuple(sorted(set(models)))
         cached = self.__dict__.setdefault("_subsets", {}).get(key)
@@ -67,8 +98,10 @@ class LabelIndex:
         """The label rows of every model covering `node` (built from numpy columns: pandas' Arrow
         string columns make row takes on a million-row index take seconds)."""
         if getattr(self, "_cols", None) is None or len(next(iter(self._cols.values()), ())) != len(self.nodes):
-            self._cols = {c: (self.nodes[c].to_numpy(dtype=object) if c in ("model", "node") else self.nodes[c].to_numpy())
-                          for c in self.nodes.columns}
+            self._cols = {
+                c: (self.nodes[c].to_numpy(dtype=object) if c in ("model", "node") else self.nodes[c].to_numpy())
+                for c in self.nodes.columns
+            }
         idx = self._by_node.get(node)
         if idx is None:
             idx = np.empty(0, dtype=int)

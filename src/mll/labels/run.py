@@ -11,7 +11,6 @@ from pathlib import Path
 from mll.config import LabelParams
 from mll.data.sdag import SDAG
 
-
 # --- labeling ------------------------------------------------------------------------------------
 _label_ctx_lock = threading.Lock()
 
@@ -21,14 +20,24 @@ _tracking_lock = threading.Lock()  # MLflow's fluent API keeps one active run pe
 
 @functools.lru_cache(maxsize=4)
 def _label_context(probe_path: str, sdag_path: str):
-    from mll.labels.compute import ProbeSet
     from mll.data.splits import read_manifest
+    from mll.labels.compute import ProbeSet
 
     return ProbeSet(read_manifest(Path(probe_path))), SDAG.load(Path(sdag_path))
 
 
-def label_one(name: str, params: LabelParams, *, hub_root: Path, probe_path: Path, sdag_path: Path, labels_root: Path,
-              force: bool = False, log=print, show_progress: bool = True):
+def label_one(
+    name: str,
+    params: LabelParams,
+    *,
+    hub_root: Path,
+    probe_path: Path,
+    sdag_path: Path,
+    labels_root: Path,
+    force: bool = False,
+    log=print,
+    show_progress: bool = True,
+):
     """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow."""
     from tqdm import tqdm
 
@@ -41,17 +50,26 @@ def label_one(name: str, params: LabelParams, *, hub_root: Path, probe_path: Pat
     with _label_ctx_lock:
         probe, sdag = _label_context(str(probe_path), str(sdag_path))
     with tqdm(total=len(probe), desc=f"label {name}", unit="img", disable=not show_progress, leave=False) as bar:
-        result = label_model(lambda: hub.load(name, device=params.device, amp=params.amp), card, probe, sdag,
-                             Path(labels_root), params, force=force,
-                             validate=lambda nodes, g: check_label_table(nodes, g.__contains__, name),
-                             progress=bar.update)
+        result = label_model(
+            lambda: hub.load(name, device=params.device, amp=params.amp),
+            card,
+            probe,
+            sdag,
+            Path(labels_root),
+            params,
+            force=force,
+            validate=lambda nodes, g: check_label_table(nodes, g.__contains__, name),
+            progress=bar.update,
+        )
     if result.status == "labeled":
         s = result.summary
         rate = result.images / max(result.forward_seconds, 1e-9)
-        log(f"{name}: labeled {result.images} probe images in {result.seconds:.1f} s "
+        log(
+            f"{name}: labeled {result.images} probe images in {result.seconds:.1f} s "
             f"(forward {result.forward_seconds:.1f} s, {rate:.0f} img/s); covered nodes {s['covered_nodes']}, "
             f"mean recall {s['mean_recall'] or 0:.3f}, false alarm {s['mean_false_alarm'] or 0:.3f} "
-            f"(gated {s['mean_gated_false_alarm'] or 0:.3f}), gate AUROC {s['gate_auroc'] or float('nan'):.3f}")
+            f"(gated {s['mean_gated_false_alarm'] or 0:.3f}), gate AUROC {s['gate_auroc'] or float('nan'):.3f}"
+        )
         if params.track:
             with _tracking_lock:
                 _log_label_run(card, result, Path(labels_root))
@@ -65,24 +83,60 @@ def _log_label_run(card, result, labels_root: Path) -> None:
 
     s = result.summary
     with start_run("labeling", card.name, tags={"model_name": card.name, "label_key": result.key}) as t:
-        t.log_params({"model": card.name, "source": card.source, "architecture": card.architecture,
-                      "num_classes": card.num_classes, "input_size": card.input.size,
-                      "channels": card.input.channels, "license": card.license,
-                      "weights_sha256": card.weights_sha256, "card_sha256": card.content_hash(),
-                      "storage": s["storage"], "device": s.get("device")})
-        t.log_metrics({k: s[k] for k in ("covered_nodes", "measured_nodes", "mean_recall", "mean_top1_hit",
-                                          "mean_false_alarm", "mean_gated_recall", "mean_gated_false_alarm",
-                                          "gate_auroc", "temperature", "in_domain_accuracy", "probe_images")
-                       if isinstance(s.get(k), (int, float))})
-        t.log_metrics({"label_seconds": result.seconds, "forward_seconds": result.forward_seconds,
-                       "images_per_second": result.images / max(result.forward_seconds, 1e-9)})
+        t.log_params(
+            {
+                "model": card.name,
+                "source": card.source,
+                "architecture": card.architecture,
+                "num_classes": card.num_classes,
+                "input_size": card.input.size,
+                "channels": card.input.channels,
+                "license": card.license,
+                "weights_sha256": card.weights_sha256,
+                "card_sha256": card.content_hash(),
+                "storage": s["storage"],
+                "device": s.get("device"),
+            }
+        )
+        t.log_metrics(
+            {
+                k: s[k]
+                for k in (
+                    "covered_nodes",
+                    "measured_nodes",
+                    "mean_recall",
+                    "mean_top1_hit",
+                    "mean_false_alarm",
+                    "mean_gated_recall",
+                    "mean_gated_false_alarm",
+                    "gate_auroc",
+                    "temperature",
+                    "in_domain_accuracy",
+                    "probe_images",
+                )
+                if isinstance(s.get(k), (int, float))
+            }
+        )
+        t.log_metrics(
+            {
+                "label_seconds": result.seconds,
+                "forward_seconds": result.forward_seconds,
+                "images_per_second": result.images / max(result.forward_seconds, 1e-9),
+            }
+        )
         folder = labels_root / card.name
         t.log_artifact(folder / "nodes.parquet", "label")
         t.log_artifact(folder / "summary.json", "label")
 
 
-def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary_path: Path | None, log=print,
-                       failed: dict[str, str] | None = None) -> dict:
+def finish_label_stage(
+    results: list,
+    hub_root: Path,
+    labels_root: Path,
+    summary_path: Path | None,
+    log=print,
+    failed: dict[str, str] | None = None,
+) -> dict:
     """Drop labels of models no longer in the hub; write the hub-level labeling report."""
     import json
     import shutil
@@ -101,24 +155,46 @@ def finish_label_stage(results: list, hub_root: Path, labels_root: Path, summary
     fwd = sum(r.forward_seconds for r in labeled)
     tot = sum(r.seconds for r in labeled)
     report = {
-        "models": len(results) + len(failed or {}), "labeled": len(labeled), "skipped": len(results) - len(labeled),
-        "failed": dict(failed or {}), "pruned": pruned,
-        "label_seconds": round(tot, 2), "forward_seconds": round(fwd, 2),
+        "models": len(results) + len(failed or {}),
+        "labeled": len(labeled),
+        "skipped": len(results) - len(labeled),
+        "failed": dict(failed or {}),
+        "pruned": pruned,
+        "label_seconds": round(tot, 2),
+        "forward_seconds": round(fwd, 2),
         "overhead_ratio": round(tot / fwd, 3) if fwd else None,
-        "per_model": {r.model: {"status": r.status, "seconds": round(r.seconds, 2),
-                                "forward_seconds": round(r.forward_seconds, 2), "images": r.images}
-                      for r in results},
+        "per_model": {
+            r.model: {
+                "status": r.status,
+                "seconds": round(r.seconds, 2),
+                "forward_seconds": round(r.forward_seconds, 2),
+                "images": r.images,
+            }
+            for r in results
+        },
     }
     if summary_path is not None:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_path).write_text(json.dumps(report, indent=2) + "\n")
-    log(f"labeling: {report['labeled']} labeled, {report['skipped']} up to date, {len(pruned)} pruned; "
-        f"wall {tot:.1f} s vs forward {fwd:.1f} s")
+    log(
+        f"labeling: {report['labeled']} labeled, {report['skipped']} up to date, {len(pruned)} pruned; "
+        f"wall {tot:.1f} s vs forward {fwd:.1f} s"
+    )
     return report
 
 
-def label_stage(params: LabelParams, *, hub_root: Path, probe_path: Path, sdag_path: Path, labels_root: Path,
-                summary_path: Path | None, models: list[str] | None = None, force: bool = False, log=print) -> dict:
+def label_stage(
+    params: LabelParams,
+    *,
+    hub_root: Path,
+    probe_path: Path,
+    sdag_path: Path,
+    labels_root: Path,
+    summary_path: Path | None,
+    models: list[str] | None = None,
+    force: bool = False,
+    log=print,
+) -> dict:
     """Label every hub model (or `models`) in this process, one after another, with progress bars."""
     from tqdm import tqdm
 
@@ -129,13 +205,24 @@ def label_stage(params: LabelParams, *, hub_root: Path, probe_path: Path, sdag_p
     results, failed = [], {}
     for name in tqdm(names, desc="label hub", unit="model"):
         try:
-            results.append(label_one(name, params, hub_root=hub_root, probe_path=probe_path, sdag_path=sdag_path,
-                                     labels_root=labels_root, force=force, log=log))
+            results.append(
+                label_one(
+                    name,
+                    params,
+                    hub_root=hub_root,
+                    probe_path=probe_path,
+                    sdag_path=sdag_path,
+                    labels_root=labels_root,
+                    force=force,
+                    log=log,
+                )
+            )
         except (CardError, ValueError, OSError, RuntimeError) as exc:  # one bad model must not stop the hub
             failed[name] = " ".join(str(exc).split())
             log(f"{name}: FAILED: {failed[name]}")
-    report = finish_label_stage(results, hub_root, labels_root, summary_path if not models else None, log=log,
-                                failed=failed)
+    report = finish_label_stage(
+        results, hub_root, labels_root, summary_path if not models else None, log=log, failed=failed
+    )
     if failed:
         raise LabelingFailed(failed)
     return report
@@ -146,9 +233,10 @@ class LabelingFailed(RuntimeError):
 
     def __init__(self, failed: dict[str, str]):
         self.failed = failed
-        super().__init__(f"{len(failed)} model(s) failed to label, the rest are labeled: "
-                         + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-
+        super().__init__(
+            f"{len(failed)} model(s) failed to label, the rest are labeled: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
 
 
 def check_labels(hub_root: Path, labels_root: Path, sdag_path: Path, models: list[str] | None = None) -> int:
@@ -188,7 +276,9 @@ def label_overview(labels_root: Path, model: str, top: int = 3) -> dict | None:
     ranked = heads.sort_values(["top1_hit", "support"], ascending=[False, False])
 
     def rows(part: pd.DataFrame) -> list[dict]:
-        return [{"concept": r.name.split(".")[0], "top1_hit": float(r.top1_hit), "support": int(r.support)}
-                for r in part.itertuples()]
+        return [
+            {"concept": r.name.split(".")[0], "top1_hit": float(r.top1_hit), "support": int(r.support)}
+            for r in part.itertuples()
+        ]
 
     return {"summary": summary, "best": rows(ranked.head(top)), "worst": rows(ranked.tail(top).iloc[::-1])}

@@ -33,8 +33,9 @@ def gate_features(logp: np.ndarray, lse: np.ndarray) -> np.ndarray:
     return base
 
 
-def auroc(pos: np.ndarray, neg: np.ndarray, wpos: np.ndarray | None = None, wneg: np.ndarray | None = None,
-          empty: float = 0.5) -> float:
+def auroc(
+    pos: np.ndarray, neg: np.ndarray, wpos: np.ndarray | None = None, wneg: np.ndarray | None = None, empty: float = 0.5
+) -> float:
     """P(score of a random positive > score of a random negative), ties counted half (the AUROC).
 
     With weights, pairs count by the product of their images' weights. `empty` is returned when
@@ -67,8 +68,12 @@ def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0
 
     if in_domain.all() or not in_domain.any():
         d = feats.shape[1]
-        return {"coef": [0.0] * d, "intercept": 10.0 if in_domain.all() else -10.0,
-                "mean": [0.0] * d, "scale": [1.0] * d}, float("nan")
+        return {
+            "coef": [0.0] * d,
+            "intercept": 10.0 if in_domain.all() else -10.0,
+            "mean": [0.0] * d,
+            "scale": [1.0] * d,
+        }, float("nan")
     mu, sd = feats.mean(0), feats.std(0) + 1e-6
     z = (feats - mu) / sd
     rng = np.random.default_rng(seed)
@@ -84,8 +89,12 @@ def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0
     # balanced: a narrow expert's domain is a small share of the probe set, and g = 0.5 should mean
     # "as likely mine as not", not "rarer than the base rate"
     clf = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced").fit(z, in_domain)
-    gate = {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0]),
-            "mean": mu.tolist(), "scale": sd.tolist()}
+    gate = {
+        "coef": clf.coef_[0].tolist(),
+        "intercept": float(clf.intercept_[0]),
+        "mean": mu.tolist(),
+        "scale": sd.tolist(),
+    }
     return gate, auroc(cv[in_domain], cv[~in_domain], empty=float("nan"))
 
 

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-
 OUTPUTS, NODES, SUMMARY = "outputs.npz", "nodes.parquet", "summary.json"
 
 
@@ -47,7 +46,9 @@ class Storage:
             return cls(None)
         if text.startswith("top") and text[3:].isdigit():
             return cls(int(text[3:]))
-        raise ValueError(f"unknown label storage {text!r} (expected 'full' or 'top<k>'); relabel with `mll label --force`")
+        raise ValueError(
+            f"unknown label storage {text!r} (expected 'full' or 'top<k>'); relabel with `mll label --force`"
+        )
 
     def __str__(self) -> str:
         return "full" if self.top_k is None else f"top{self.top_k}"
@@ -59,8 +60,9 @@ class Storage:
         idx = np.argsort(-logp, axis=1)[:, : self.top_k]
         tl = np.take_along_axis(logp, idx, 1)
         rest = np.log(np.clip(1.0 - np.exp(tl).sum(1), 1e-12, 1.0))
-        return dict(logp=None, topk_idx=idx.astype(np.int16), topk_logp=tl.astype(np.float16),
-                    rest_logp=rest.astype(np.float16))
+        return dict(
+            logp=None, topk_idx=idx.astype(np.int16), topk_logp=tl.astype(np.float16), rest_logp=rest.astype(np.float16)
+        )
 
     def live(self, logits: torch.Tensor) -> np.ndarray:
         """Live logits -> dense log-probabilities as the label stored them (top-k truncation included),
@@ -78,12 +80,17 @@ class Storage:
         return out
 
 
-def decode(logp: np.ndarray | None, topk_idx: np.ndarray | None, topk_logp: np.ndarray | None,
-           rest_logp: np.ndarray | None, num_classes: int) -> np.ndarray:
+def decode(
+    logp: np.ndarray | None,
+    topk_idx: np.ndarray | None,
+    topk_logp: np.ndarray | None,
+    rest_logp: np.ndarray | None,
+    num_classes: int,
+) -> np.ndarray:
     """Stored arrays -> (N, C) float32 log-probabilities; the top-k rest mass is spread evenly."""
     if logp is not None:
         return logp.astype(np.float32)
-    n, k = topk_idx.shape
+    _n, k = topk_idx.shape
     fill = rest_logp.astype(np.float32) - np.log(max(num_classes - k, 1))
     out = np.repeat(fill[:, None], num_classes, axis=1)
     np.put_along_axis(out, topk_idx.astype(np.int64), topk_logp.astype(np.float32), axis=1)
@@ -147,8 +154,11 @@ def write_label(label: Label, root: Path) -> Path:
     except OSError as exc:
         for junk in Path(root).glob(f".{label.model}.tmp-{os.getpid()}"):
             shutil.rmtree(junk, ignore_errors=True)
-        raise OSError(exc.errno, f"cannot write the label of {label.model} into {root} ({exc.strerror or exc}); "
-                                 "the previous label is untouched; free disk space or make the folder writable") from None
+        raise OSError(
+            exc.errno,
+            f"cannot write the label of {label.model} into {root} ({exc.strerror or exc}); "
+            "the previous label is untouched; free disk space or make the folder writable",
+        ) from None
 
 
 def _write_label(label: Label, root: Path) -> Path:
@@ -158,8 +168,11 @@ def _write_label(label: Label, root: Path) -> Path:
     tmp = root / f".{label.model}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    arrays = {"uris": np.asarray(label.uris, dtype=str), "synsets": np.asarray(label.synsets, dtype=str),
-              "lse": label.lse}
+    arrays = {
+        "uris": np.asarray(label.uris, dtype=str),
+        "synsets": np.asarray(label.synsets, dtype=str),
+        "lse": label.lse,
+    }
     for k in ("logp", "topk_idx", "topk_logp", "rest_logp"):
         v = getattr(label, k)
         if v is not None:
@@ -199,8 +212,19 @@ def read_label(root: Path, model: str) -> Label:
     with np.load(folder / OUTPUTS, allow_pickle=False) as z:
         arr = {k: z[k] for k in z.files}
     nodes = pd.read_parquet(folder / NODES)
-    return Label(model, summary["key"], arr["uris"].tolist(), arr["synsets"].tolist(), arr.get("logp"), arr.get("topk_idx"),
-                 arr.get("topk_logp"), arr.get("rest_logp"), arr["lse"], nodes, summary)
+    return Label(
+        model,
+        summary["key"],
+        arr["uris"].tolist(),
+        arr["synsets"].tolist(),
+        arr.get("logp"),
+        arr.get("topk_idx"),
+        arr.get("topk_logp"),
+        arr.get("rest_logp"),
+        arr["lse"],
+        nodes,
+        summary,
+    )
 
 
 @contextlib.contextmanager

@@ -42,17 +42,28 @@ class DomainWeights:
     models: list[str]
 
     def to_dict(self) -> dict:
-        return {"auroc": round(self.auroc, 4), "z": round(self.z, 2), "effective_node_images": round(self.effective_n, 1),
-                "reweighted": self.weights is not None, "models": self.models}
+        return {
+            "auroc": round(self.auroc, 4),
+            "z": round(self.z, 2),
+            "effective_node_images": round(self.effective_n, 1),
+            "reweighted": self.weights is not None,
+            "models": self.models,
+        }
 
 
 def _features(logp: dict[str, np.ndarray], lse: dict[str, np.ndarray], models: list[str]) -> np.ndarray:
     return np.concatenate([gate_features(logp[m], lse[m]) for m in models], axis=1)
 
 
-def domain_weights(node_logp: dict[str, np.ndarray], node_lse: dict[str, np.ndarray],
-                   target_logp: dict[str, np.ndarray], target_lse: dict[str, np.ndarray],
-                   folds: int = 5, C: float = 0.1, seed: int = 0) -> DomainWeights:
+def domain_weights(
+    node_logp: dict[str, np.ndarray],
+    node_lse: dict[str, np.ndarray],
+    target_logp: dict[str, np.ndarray],
+    target_lse: dict[str, np.ndarray],
+    folds: int = 5,
+    C: float = 0.1,
+    seed: int = 0,
+) -> DomainWeights:
     """Importance weights for the node images from the candidates' outputs on node and target images."""
     from sklearn.linear_model import LogisticRegression
 
@@ -79,4 +90,4 @@ def domain_weights(node_logp: dict[str, np.ndarray], node_lse: dict[str, np.ndar
     w = q / (1 - q)
     w = np.clip(w / w.mean(), W_MIN, W_MAX)
     w /= w.mean()
-    return DomainWeights(w, auc, z, float(w.sum() ** 2 / (w ** 2).sum()), models)
+    return DomainWeights(w, auc, z, float(w.sum() ** 2 / (w**2).sum()), models)

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from mll.labels.index import LabelIndex
-from mll.labels.scores import auroc, gate_score
 from mll.data.sdag import SDAG
+from mll.labels.index import LabelIndex
+from mll.labels.scores import auroc
+from mll.solve.nodedata import ScoreBank, head_columns, task_node_data
 
 
 # --- the selection ---------------------------------------------------------------------------------
@@ -77,122 +77,6 @@ class Selection:
     @property
     def uncovered(self) -> list[str]:
         return [c.name for c in self.classes if not c.models]
-
-
-# --- node data and simulated scores ---------------------------------------------------------------
-def task_node_data(index: LabelIndex, targets: list[str], sdag: SDAG) -> tuple[list[str], np.ndarray]:
-    """Probe images under the target nodes: (uris, class index); an image under two nested targets
-    belongs to the more specific one. Costs the size of the targets' subtrees, not probe x targets."""
-    if not index.models:
-        return [], np.empty(0, dtype=int)
-    lab = index.label(index.models[0])
-    uris = lab.uris
-    rows_of: dict[str, list[int]] = {}
-    for i, s in enumerate(lab.synsets):
-        rows_of.setdefault(s, []).append(i)
-    y = np.full(len(uris), -1)
-    best_depth = np.full(len(uris), -1)
-    for k, t in enumerate(targets):
-        if not t or t not in sdag:
-            continue
-        d = sdag.depth(t)
-        for node in (sdag.descendants(t) | {t}) & rows_of.keys():
-            for i in rows_of[node]:
-                if d > best_depth[i]:
-                    y[i], best_depth[i] = k, d
-    keep = np.flatnonzero(y >= 0)
-    return [uris[i] for i in keep], y[keep]
-
-
-class ScoreBank:
-    """Gated subtree probabilities g_m(x) P_m(t|x) of candidate models on node-data images (cached)."""
-
-    def __init__(self, index: LabelIndex, sdag: SDAG, uris: list[str], hub_cards: dict):
-        self.index, self.sdag, self.cards = index, sdag, hub_cards
-        self.uris = uris
-        self._rows: dict[str, np.ndarray] = {}
-        self._cache: dict = {}
-
-    def _row_index(self, model: str) -> np.ndarray:
-        if model not in self._rows:
-            # labels measured on the same probe set share one row map
-            key = self.index.summaries.get(model, {}).get("probe_hash") or model
-            if key not in self._rows:
-                pos = {u: i for i, u in enumerate(self.index.label(model).uris)}
-                self._rows[key] = np.asarray([pos[u] for u in self.uris], dtype=int)
-            self._rows[model] = self._rows[key]
-        return self._rows[model]
-
-    def logp(self, model: str) -> np.ndarray:
-        key = ("logp", model)
-        if key not in self._cache:
-            lab = self.index.label(model)
-            self._cache[key] = lab.dense_logp(self.cards[model].num_classes)[self._row_index(model)]
-        return self._cache[key]
-
-    def gate(self, model: str) -> np.ndarray:
-        key = ("gate", model)
-        if key not in self._cache:
-            lab = self.index.label(model)
-            rows = self._row_index(model)
-            self._cache[key] = gate_score(lab.summary["gate"], self.logp(model), lab.lse[rows])
-        return self._cache[key]
-
-    def subtree_prob(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
-        key = ("p", model, node, exclude)
-        if key not in self._cache:
-            cols = head_columns(self.cards[model], node, self.sdag, exclude)
-            self._cache[key] = np.exp(self.logp(model)[:, cols]).sum(1) if cols else np.zeros(len(self.uris))
-        return self._cache[key]
-
-    def lse(self, model: str) -> np.ndarray:
-        """Logit log-sum-exp of `model` on the node images (for domain features)."""
-        return self.index.label(model).lse[self._row_index(model)]
-
-    def score(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
-        return self.gate(model) * self.subtree_prob(model, node, exclude)
-
-
-_COLS_CACHE: dict = {}
-
-
-def head_columns(card, node: str, sdag: SDAG, exclude: tuple[str, ...] | list[str] = ()) -> list[int]:
-    """Indices of a card's head classes under `node`, minus those under nested targets `exclude`."""
-    # a 1000-class head walks 1000 ancestor sets per call; baselines and sub-hubs repeat the same calls
-    key = (id(sdag), card.name, card.weights_sha256, len(card.synsets), node, tuple(exclude))
-    hit = _COLS_CACHE.get(key)
-    if hit is None:
-        if len(_COLS_CACHE) > 100_000:
-            _COLS_CACHE.clear()
-        hit = _COLS_CACHE[key] = _head_columns(card, node, sdag, exclude)
-    return list(hit)
-
-
-def _head_columns(card, node: str, sdag: SDAG, exclude) -> list[int]:
-    if node not in sdag:
-        return []
-    out = []
-    for i, s in enumerate(card.synsets):  # walk up from each head class: cheap, unlike node's subtree
-        if s not in sdag:
-            continue
-        up = _up(sdag, s)
-        if node in up and not any(e in up for e in exclude):
-            out.append(i)
-    return out
-
-
-_UP_CACHE: dict = {}
-
-
-def _up(sdag: SDAG, s: str) -> frozenset:
-    """{s} and its ancestors, cached per SDAG object."""
-    key = (id(sdag), s)
-    hit = _UP_CACHE.get(key)
-    if hit is None:
-        if len(_UP_CACHE) > 200_000:
-            _UP_CACHE.clear()
-        hit = _UP_CACHE[key] = frozenset(sdag.ancestors(s) | {s})
-    return hit
 
 
 # --- the optimisation ------------------------------------------------------------------------------
@@ -247,7 +131,7 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
     n = h.getNumCol()
     h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), np.ones(n, dtype=np.uint8))
     col = 0
-    for c, opts in enumerate(p.options):  # exactly one option per coverable class
+    for opts in p.options:  # exactly one option per coverable class
         if opts:
             idx = np.arange(col, col + len(opts), dtype=np.int32)
             h.addRow(1.0, 1.0, len(idx), idx, np.ones(len(idx)))
@@ -303,10 +187,20 @@ def solve_heuristic(p: Problem, rounds: int = 3) -> tuple[list[int], str]:
     return choice, "greedy+local"
 
 
-def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | None], hub_cards: dict,
-           prune: int = 3, max_heads: int = 2, cost: float = 0.01, solver: str = "auto",
-           backoffs: dict[str, str] | None = None, fixed: list[list[str]] | None = None,
-           weights: np.ndarray | None = None) -> tuple[Selection, ScoreBank, np.ndarray]:
+def select(
+    index: LabelIndex,
+    sdag: SDAG,
+    names: list[str],
+    targets: list[str | None],
+    hub_cards: dict,
+    prune: int = 3,
+    max_heads: int = 2,
+    cost: float = 0.01,
+    solver: str = "auto",
+    backoffs: dict[str, str] | None = None,
+    fixed: list[list[str]] | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
     `fixed` skips the optimisation: class k is answered by the models in fixed[k] whose heads cover
@@ -323,23 +217,29 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
     bank = ScoreBank(index, sdag, uris, hub_cards)
     # nested targets: a parent class answers only for what its nested children do not
     anc = {o: sdag.ancestors(o) for o in set(answer) if o and o in sdag}  # K reachability queries, not K^2
-    excl = [tuple(o for j, o in enumerate(answer) if j != k and a and o in anc and o != a and a in anc[o])
-            for k, a in enumerate(answer)]
+    excl = [
+        tuple(o for j, o in enumerate(answer) if j != k and a and o in anc and o != a and a in anc[o])
+        for k, a in enumerate(answer)
+    ]
     options, accs, cand_info = [], [], []
     for k, node in enumerate(answer):
         rows = index.rows(node) if node else index.nodes.iloc[0:0]
         rows = rows[rows["head_classes"] > 0]
         # a head class strictly above the target cannot tell it from its siblings: it does not cover it
-        stat = (rows["gated_recall"].fillna(rows["soft_recall"]).fillna(0.0)
-                - rows["gated_false_alarm"].fillna(rows["false_alarm"]).fillna(0.0))
+        stat = rows["gated_recall"].fillna(rows["soft_recall"]).fillna(0.0) - rows["gated_false_alarm"].fillna(
+            rows["false_alarm"]
+        ).fillna(0.0)
         rows = rows.assign(prune_score=stat).sort_values("prune_score", ascending=False)
         if fixed is not None:
             rows = rows[rows["model"].isin(fixed[k])]
         else:
             rows = rows.head(prune)
         cands = list(rows["model"])
-        cand_info.append(rows[["model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support",
-                               "measured"]].to_dict("records"))
+        cand_info.append(
+            rows[
+                ["model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support", "measured"]
+            ].to_dict("records")
+        )
         if fixed is not None:
             opts = [tuple(sorted(cands))] if cands else []
         else:
@@ -349,8 +249,9 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
         for o in opts:
             if pos.any():
                 s = np.mean([bank.score(m, node, excl[k]) for m in o], axis=0)
-                acc.append(auroc(s[pos], s[neg]) if weights is None else
-                           auroc(s[pos], s[neg], weights[pos], weights[neg]))
+                acc.append(
+                    auroc(s[pos], s[neg]) if weights is None else auroc(s[pos], s[neg], weights[pos], weights[neg])
+                )
             else:  # no node images: fall back to the label statistics
                 acc.append(float(np.mean([stat.loc[rows.index[cands.index(m)]] for m in o])) / 2 + 0.5)
         options.append(opts)
@@ -363,24 +264,37 @@ def select(index: LabelIndex, sdag: SDAG, names: list[str], targets: list[str | 
         choice, how = solve_exact(problem) if use == "exact" else solve_heuristic(problem)
     classes = []
     for k, (n, t) in enumerate(zip(names, targets)):
-        c = ClassChoice(n, t, answer[k], candidates=cand_info[k], node_images=int((y == k).sum()),
-                        backoff=backoffs.get(n), exclude=list(excl[k]))
+        c = ClassChoice(
+            n,
+            t,
+            answer[k],
+            candidates=cand_info[k],
+            node_images=int((y == k).sum()),
+            backoff=backoffs.get(n),
+            exclude=list(excl[k]),
+        )
         if choice[k] >= 0:
             ms = list(options[k][choice[k]])
             c.models = ms
-            c.head_classes = {m: [hub_cards[m].class_names[i]
-                                  for i in head_columns(hub_cards[m], answer[k], sdag, excl[k])] for m in ms}
+            c.head_classes = {
+                m: [hub_cards[m].class_names[i] for i in head_columns(hub_cards[m], answer[k], sdag, excl[k])]
+                for m in ms
+            }
             c.estimated_accuracy = round(accs[k][choice[k]], 4)
             alts = len(options[k])
-            c.why = (f"best of {alts} option(s) over {len(cand_info[k])} pruned head(s): AUROC (balanced accuracy) "
-                     f"{c.estimated_accuracy:.3f} on {c.node_images} node images" if c.node_images else
-                     f"best of {alts} option(s) by label statistics (no node images for this class)")
+            c.why = (
+                f"best of {alts} option(s) over {len(cand_info[k])} pruned head(s): AUROC (balanced accuracy) "
+                f"{c.estimated_accuracy:.3f} on {c.node_images} node images"
+                if c.node_images
+                else f"best of {alts} option(s) by label statistics (no node images for this class)"
+            )
             if c.backoff:
                 c.why += f"; no head covers {n!r}, backed off to {sdag.name(c.backoff)}"
         else:
             c.why = "no hub head covers this class"
         classes.append(c)
     models = sorted({m for c in classes for m in c.models})
-    sel = Selection(classes, models, round(problem.objective(choice), 5), None, how,
-                    round(time.perf_counter() - t0, 4), cost)
+    sel = Selection(
+        classes, models, round(problem.objective(choice), 5), None, how, round(time.perf_counter() - t0, 4), cost
+    )
     return sel, bank, y

@@ -108,11 +108,20 @@ def _singulars(v: str) -> list[str]:
     exc = _noun_exceptions().get(last)
     if exc:
         cands.append(exc)
-    for suf, rep in (("ies", "y"), ("ves", "f"), ("ses", "s"), ("xes", "x"), ("ches", "ch"), ("shes", "sh"),
-                     ("men", "man"), ("es", ""), ("s", "")):
+    for suf, rep in (
+        ("ies", "y"),
+        ("ves", "f"),
+        ("ses", "s"),
+        ("xes", "x"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("men", "man"),
+        ("es", ""),
+        ("s", ""),
+    ):
         if last.endswith(suf) and len(last) > len(suf) + 1:
             cands.append(last[: -len(suf)] + rep)
-    return ["_".join(words[:-1] + [c]) for c in cands]
+    return ["_".join([*words[:-1], c]) for c in cands]
 
 
 def _key(name: str) -> str:
@@ -132,9 +141,16 @@ def parse_override(text: str) -> tuple[str, str] | None:
 class Matcher:
     """Matches class names against an SDAG, aware of what the hub covers."""
 
-    def __init__(self, sdag: SDAG, covered: Iterable[str] = (), embed_pool: Iterable[str] = (),
-                 cache_dir: Path | None = None, use_embeddings: bool = True, node_data: Iterable[str] = (),
-                 head_names: dict[str, set[str]] | None = None):
+    def __init__(
+        self,
+        sdag: SDAG,
+        covered: Iterable[str] = (),
+        embed_pool: Iterable[str] = (),
+        cache_dir: Path | None = None,
+        use_embeddings: bool = True,
+        node_data: Iterable[str] = (),
+        head_names: dict[str, set[str]] | None = None,
+    ):
         self.sdag = sdag
         self.covered = {c for c in covered if c in sdag}
         # a node "is covered" when a head synset lies in its subtree or above it
@@ -272,8 +288,9 @@ class Matcher:
             else:
                 for c, sim in self._embed_candidates(n):
                     a = self.sdag.node(c)
-                    scored.append(Candidate(c, a["name"], a["definition"], round(sim, 4), self.is_covered(c),
-                                            "embedding"))
+                    scored.append(
+                        Candidate(c, a["name"], a["definition"], round(sim, 4), self.is_covered(c), "embedding")
+                    )
                 via = "embedding"
                 if not scored or scored[0].score < EMBED_MIN_SIM:
                     problems.append((n, scored))
@@ -285,8 +302,11 @@ class Matcher:
             for n, sc in problems:
                 near = [f"{c.name}" for c in sc[:4]] or self._spelling_neighbours(n)
                 parts.append(f"{n!r} (nearest: {', '.join(near) if near else 'none'})")
-            raise MatchError("no SDAG node matches " + "; ".join(parts)
-                             + "; rename the class or give it explicitly as name=<synset id or name>")
+            raise MatchError(
+                "no SDAG node matches "
+                + "; ".join(parts)
+                + "; rename the class or give it explicitly as name=<synset id or name>"
+            )
         chosen = {m.name: m.synset for m in results}
         for m in results:
             for o, s in chosen.items():
@@ -294,8 +314,9 @@ class Matcher:
                     m.nested_in.append(o)
         return results
 
-    def _rank(self, n: str, raw: tuple[list[str], str, str], plain: Sequence[str], best: dict,
-              anc: dict[str, set[str]]) -> list[Candidate]:
+    def _rank(
+        self, n: str, raw: tuple[list[str], str, str], plain: Sequence[str], best: dict, anc: dict[str, set[str]]
+    ) -> list[Candidate]:
         cands, via, lemma = raw
         freq = self._freq_scores(cands, lemma) if via != "override" else [1.0]
         others = [best[o] for o in plain if o != n and best.get(o)]

@@ -47,8 +47,10 @@ class ClipPatch:
             else:
                 model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=cfg.pretrained)
         except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
-            raise ValueError(f"patch: cannot load open_clip model {cfg.model!r} / {cfg.pretrained!r} "
-                             f"({' '.join(str(exc).split())[:200]}); offline, use a checkpoint file or local-dir:") from None
+            raise ValueError(
+                f"patch: cannot load open_clip model {cfg.model!r} / {cfg.pretrained!r} "
+                f"({' '.join(str(exc).split())[:200]}); offline, use a checkpoint file or local-dir:"
+            ) from None
         self.model = model.eval().to(self.device)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(cfg.model)
@@ -75,7 +77,9 @@ class ClipPatch:
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
-                x = torch.stack([self.preprocess(im.convert("RGB")) for im in images[i : i + batch_size]]).to(self.device)
+                x = torch.stack([self.preprocess(im.convert("RGB")) for im in images[i : i + batch_size]]).to(
+                    self.device
+                )
                 f = self.model.encode_image(x).float()
                 f = f / f.norm(dim=-1, keepdim=True)
                 scale = self.model.logit_scale.exp().float() if hasattr(self.model, "logit_scale") else 100.0
@@ -97,8 +101,9 @@ class PatchKind:
 PATCHES: dict[str, PatchKind] = {}
 
 
-def register_patch(key: str, active: Callable[[PatchParams], bool], load: Callable[[PatchParams], object | None],
-                   backoff: bool = True) -> None:
+def register_patch(
+    key: str, active: Callable[[PatchParams], bool], load: Callable[[PatchParams], object | None], backoff: bool = True
+) -> None:
     PATCHES[key] = PatchKind(key, active, load, backoff)
 
 
@@ -126,8 +131,9 @@ def load_patch(cfg: PatchParams | None) -> ClipPatch | None:
     return get_patch_kind(cfg).load(cfg)
 
 
-def fuse(p_experts: np.ndarray, covered: Sequence[int], p_clip: np.ndarray | None, uncovered: Sequence[int],
-         k: int) -> np.ndarray:
+def fuse(
+    p_experts: np.ndarray, covered: Sequence[int], p_clip: np.ndarray | None, uncovered: Sequence[int], k: int
+) -> np.ndarray:
     """Combine the experts' probabilities over covered classes with the patch's (see module doc)."""
     # p_experts has one row per image even when no class is covered (shape (N, 0))
     n = len(p_experts) if p_experts is not None else (len(p_clip) if p_clip is not None else 0)

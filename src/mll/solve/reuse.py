@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mll.solve.chco import ScoreBank, Selection, head_columns
+from mll.data.sdag import SDAG
 from mll.hub.experts import Expert, preprocess
 from mll.labels.scores import gate_score
 from mll.labels.store import storage_of
+from mll.solve.chco import Selection
+from mll.solve.nodedata import ScoreBank, head_columns
 from mll.solve.outputs import OutputCache
-from mll.data.sdag import SDAG
 
 
 @dataclass
@@ -41,8 +42,12 @@ class Combiner:
     def features(self, logp: dict[str, np.ndarray], gates: dict[str, np.ndarray], cols: dict) -> np.ndarray:
         """Stacking features: log P_m(t_k|x) per selected (model, class) pair, then each model's gate."""
         n = len(next(iter(gates.values())))
-        f = [np.log(np.clip(np.exp(logp[m][:, cols[(m, node)]]).sum(1), 1e-8, 1.0)) if cols[(m, node)]
-             else np.full(n, np.log(1e-8)) for m, _, node in self.pairs]
+        f = [
+            np.log(np.clip(np.exp(logp[m][:, cols[(m, node)]]).sum(1), 1e-8, 1.0))
+            if cols[(m, node)]
+            else np.full(n, np.log(1e-8))
+            for m, _, node in self.pairs
+        ]
         f += [gates[m] for m in self.models]
         return np.stack(f, axis=1)
 
@@ -86,8 +91,16 @@ class _Stacking:
     """Regularised multinomial logistic regression over the pairs' log-probabilities and the gates."""
 
     @staticmethod
-    def fit(comb: Combiner, logp: dict, gates: dict, cols: dict, y: np.ndarray, weights: np.ndarray | None,
-            C: float, seed: int) -> None:
+    def fit(
+        comb: Combiner,
+        logp: dict,
+        gates: dict,
+        cols: dict,
+        y: np.ndarray,
+        weights: np.ndarray | None,
+        C: float,
+        seed: int,
+    ) -> None:
         from sklearn.linear_model import LogisticRegression
 
         comb.clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
@@ -130,9 +143,18 @@ def choose_combiner(classes: list[int], y: np.ndarray, min_node_images: int, use
     return "stacking"
 
 
-def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, cards: dict,
-                 min_node_images: int = 5, use_gates: bool = True, C: float = 0.5, seed: int = 0,
-                 weights: np.ndarray | None = None) -> tuple[Combiner, dict]:
+def fit_combiner(
+    sel: Selection,
+    bank: ScoreBank,
+    y: np.ndarray,
+    sdag: SDAG,
+    cards: dict,
+    min_node_images: int = 5,
+    use_gates: bool = True,
+    C: float = 0.5,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
+) -> tuple[Combiner, dict]:
     """Fit the combiner on the node data's stored outputs; returns it and the column map.
 
     `weights` (one per node image, from `mll.solve.adaptation`) make node images that look like the
@@ -147,13 +169,16 @@ def fit_combiner(sel: Selection, bank: ScoreBank, y: np.ndarray, sdag: SDAG, car
     if comb.kind != "statistics":  # statistics fits nothing: skip reading the node outputs
         logp = {m: bank.logp(m)[mask] for m in models}
         gates = {m: bank.gate(m)[mask] for m in models}
-        get_combiner(comb.kind).fit(comb, logp, gates, cols, y[mask], None if weights is None else weights[mask],
-                                    C, seed)
+        get_combiner(comb.kind).fit(
+            comb, logp, gates, cols, y[mask], None if weights is None else weights[mask], C, seed
+        )
     sel.combiner = comb.kind if use_gates else "statistics-ungated"
     return comb, cols
 
 
-def simulate_accuracy(comb: Combiner, cols: dict, bank: ScoreBank, y: np.ndarray, use_gates: bool = True) -> float | None:
+def simulate_accuracy(
+    comb: Combiner, cols: dict, bank: ScoreBank, y: np.ndarray, use_gates: bool = True
+) -> float | None:
     """The combination's argmax accuracy on its own node data (in-sample for stacking)."""
     mask = np.isin(y, comb.classes)
     if not mask.any() or not comb.models:
@@ -165,11 +190,17 @@ def simulate_accuracy(comb: Combiner, cols: dict, bank: ScoreBank, y: np.ndarray
 
 
 # --- running the selected models on the task's images -----------------------------------------------
-def run_models(images: Sequence[Image.Image], loaders: dict[str, Callable[[], Expert]],
-               summaries: dict[str, dict], batch_size: int = 64,
-               progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
-               keys: list[str] | None = None, hashes: dict[str, str] | None = None,
-               lse_out: dict | None = None) -> tuple[dict, dict, dict]:
+def run_models(
+    images: Sequence[Image.Image],
+    loaders: dict[str, Callable[[], Expert]],
+    summaries: dict[str, dict],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    cache: OutputCache | None = None,
+    keys: list[str] | None = None,
+    hashes: dict[str, str] | None = None,
+    lse_out: dict | None = None,
+) -> tuple[dict, dict, dict]:
     """Run each model once over `images`; returns (log-probs, gates, seconds) per model.
 
     Preprocessed images are shared by consecutive models with the same input config (only one

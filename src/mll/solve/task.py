@@ -15,16 +15,16 @@ import numpy as np
 from PIL import Image
 
 from mll.config import SolveParams
+from mll.data.datasets import IMAGE_SUFFIXES, image_folder
+from mll.data.images import ImageError, open_image
+from mll.data.sdag import SDAG
+from mll.hub.store import Hub
 from mll.labels.index import LabelIndex
 from mll.solve.chco import Selection, select
-from mll.data.datasets import IMAGE_SUFFIXES, image_folder
-from mll.hub.store import Hub
-from mll.data.images import ImageError, open_image
 from mll.solve.matching import Match, Matcher
 from mll.solve.outputs import OutputCache
 from mll.solve.patch import fuse, get_patch_kind, load_patch, patch_active
 from mll.solve.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
-from mll.data.sdag import SDAG
 
 
 @dataclass
@@ -38,10 +38,15 @@ class Context:
     patch: object | None = None
 
     @classmethod
-    def load(cls, sdag_dir: Path = Path("data/sdag"), hub_root: Path = Path("models"),
-             labels_root: Path = Path("labels"), cfg: SolveParams = SolveParams(),
-             models: list[str] | None = None,
-             cache_dir: Path | None = None) -> "Context":
+    def load(
+        cls,
+        sdag_dir: Path = Path("data/sdag"),
+        hub_root: Path = Path("models"),
+        labels_root: Path = Path("labels"),
+        cfg: SolveParams = SolveParams(),
+        models: list[str] | None = None,
+        cache_dir: Path | None = None,
+    ) -> Context:
         sdag = SDAG.load(Path(sdag_dir))
         hub = Hub(Path(hub_root))
         names = models if models is not None else hub.names()
@@ -57,8 +62,9 @@ class Context:
         for c in cards.values():
             for h in c.head:
                 head_names.setdefault(h.name, set()).add(h.synset)
-        matcher = Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool,
-                          head_names=head_names)
+        matcher = Matcher(
+            sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool, head_names=head_names
+        )
         return cls(sdag, hub, index, cards, matcher, cfg)
 
     def get_patch(self):
@@ -88,9 +94,14 @@ class Plan:
     adaptation: dict | None = None  # what adapt() measured and did
 
 
-def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None = None,
-         cfg: SolveParams | None = None, fixed: Callable[[list[list[str]]], list[list[str]]] | None = None,
-         node_weights: np.ndarray | None = None) -> Plan:
+def plan(
+    ctx: Context,
+    names: Sequence[str],
+    restrict_models: list[str] | None = None,
+    cfg: SolveParams | None = None,
+    fixed: Callable[[list[list[str]]], list[list[str]]] | None = None,
+    node_weights: np.ndarray | None = None,
+) -> Plan:
     """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run.
 
     `restrict_models` plans over a sub-hub; `cfg` overrides the context's solve settings; `fixed`
@@ -122,13 +133,25 @@ def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None =
     if fixed is not None:
         answer = [backoffs.get(n, t) for n, t in zip(plain, targets)]
         chosen = fixed([covering_models(index, a) for a in answer])
-    sel, bank, y = select(index, ctx.sdag, plain, targets, cards, prune=cfg.prune, max_heads=cfg.max_heads,
-                          cost=cfg.cost_per_model, solver=cfg.solver, backoffs=backoffs, fixed=chosen,
-                          weights=node_weights)
+    sel, bank, y = select(
+        index,
+        ctx.sdag,
+        plain,
+        targets,
+        cards,
+        prune=cfg.prune,
+        max_heads=cfg.max_heads,
+        cost=cfg.cost_per_model,
+        solver=cfg.solver,
+        backoffs=backoffs,
+        fixed=chosen,
+        weights=node_weights,
+    )
     comb, cols = (None, {})
     if sel.models:
-        comb, cols = fit_combiner(sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates,
-                                  weights=node_weights)
+        comb, cols = fit_combiner(
+            sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates, weights=node_weights
+        )
         sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, cfg.use_gates)
     covered = [k for k, c in enumerate(sel.classes) if c.models]
     uncovered = [k for k, c in enumerate(sel.classes) if not c.models]
@@ -136,12 +159,30 @@ def plan(ctx: Context, names: Sequence[str], restrict_models: list[str] | None =
         for k in uncovered:
             sel.classes[k].patched = True
             sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {cfg.patch.model}"
-    return Plan(plain, matches, sel, comb, cols, covered, uncovered, time.perf_counter() - t0, cfg, request,
-                restrict_models, bank, y)
+    return Plan(
+        plain,
+        matches,
+        sel,
+        comb,
+        cols,
+        covered,
+        uncovered,
+        time.perf_counter() - t0,
+        cfg,
+        request,
+        restrict_models,
+        bank,
+        y,
+    )
 
 
-def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCache | None = None,
-          keys: list[str] | None = None) -> Plan:
+def adapt(
+    ctx: Context,
+    p: Plan,
+    images: Sequence[Image.Image],
+    cache: OutputCache | None = None,
+    keys: list[str] | None = None,
+) -> Plan:
     """Re-plan with the node data weighted towards the task's (unlabeled) images (`mll.solve.adaptation`).
 
     Runs every pruned candidate once on the images (through the cache, so the selected ones are not
@@ -167,8 +208,13 @@ def adapt(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCac
     return q
 
 
-def with_adaptation(ctx: Context, p: Plan, images: Sequence[Image.Image], cache: OutputCache | None = None,
-                    keys: list[str] | None = None) -> tuple[Plan, OutputCache | None, list[str] | None]:
+def with_adaptation(
+    ctx: Context,
+    p: Plan,
+    images: Sequence[Image.Image],
+    cache: OutputCache | None = None,
+    keys: list[str] | None = None,
+) -> tuple[Plan, OutputCache | None, list[str] | None]:
     """`adapt` when the plan's settings ask for it, with a cache so that the selected models, which
     the adaptation already ran as candidates, do not run again in `predict`."""
     if not (p.cfg or ctx.cfg).adapt:
@@ -178,9 +224,17 @@ def with_adaptation(ctx: Context, p: Plan, images: Sequence[Image.Image], cache:
     return adapt(ctx, p, images, cache, keys), cache, keys
 
 
-def _run(ctx: Context, cfg: SolveParams, models: Sequence[str], images: Sequence[Image.Image], summaries: dict,
-         progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
-         keys: list[str] | None = None, lse_out: dict | None = None) -> tuple[dict, dict, dict]:
+def _run(
+    ctx: Context,
+    cfg: SolveParams,
+    models: Sequence[str],
+    images: Sequence[Image.Image],
+    summaries: dict,
+    progress: Callable[[int], None] | None = None,
+    cache: OutputCache | None = None,
+    keys: list[str] | None = None,
+    lse_out: dict | None = None,
+) -> tuple[dict, dict, dict]:
     """`run_models` over hub models, grouped by input config so each preprocessing is computed once."""
     from mll.hub.experts import batch_size_for
 
@@ -188,9 +242,17 @@ def _run(ctx: Context, cfg: SolveParams, models: Sequence[str], images: Sequence
     loaders = {m: (lambda m=m: ctx.hub.load(m, device=cfg.device)) for m in order}
     # every model's stored form comes from its label, also when the caller needs no gates
     summaries = {m: summaries.get(m) or ctx.index.summaries.get(m) or {} for m in order}
-    return run_models(images, loaders, summaries, batch_size_for(cfg.device, cfg.batch_size,
-                      cfg.gpu_batch_size), progress, cache, keys, {m: ctx.cards[m].weights_sha256 for m in order},
-                      lse_out)
+    return run_models(
+        images,
+        loaders,
+        summaries,
+        batch_size_for(cfg.device, cfg.batch_size, cfg.gpu_batch_size),
+        progress,
+        cache,
+        keys,
+        {m: ctx.cards[m].weights_sha256 for m in order},
+        lse_out,
+    )
 
 
 def covering_models(index: LabelIndex, node: str | None) -> list[str]:
@@ -201,9 +263,14 @@ def covering_models(index: LabelIndex, node: str | None) -> list[str]:
     return sorted(set(rows.loc[rows["head_classes"] > 0, "model"]))
 
 
-def predict(ctx: Context, p: Plan, images: Sequence[Image.Image],
-            progress: Callable[[int], None] | None = None, cache: OutputCache | None = None,
-            keys: list[str] | None = None) -> tuple[np.ndarray, dict]:
+def predict(
+    ctx: Context,
+    p: Plan,
+    images: Sequence[Image.Image],
+    progress: Callable[[int], None] | None = None,
+    cache: OutputCache | None = None,
+    keys: list[str] | None = None,
+) -> tuple[np.ndarray, dict]:
     """(N, K) probabilities over the task's classes, and run info (seconds per model).
 
     With an output `cache` and one key per image (e.g. its URI), models skip images they have seen.
@@ -260,8 +327,15 @@ def evaluate_folder(ctx: Context, task_dir: Path, progress=None) -> dict:
     return {"task_dir": str(task_dir), **rep, "skipped_images": skipped}
 
 
-def evaluate(ctx: Context, p: Plan, images: Sequence[Image.Image], y: np.ndarray, progress=None,
-             cache: OutputCache | None = None, keys: list[str] | None = None) -> dict:
+def evaluate(
+    ctx: Context,
+    p: Plan,
+    images: Sequence[Image.Image],
+    y: np.ndarray,
+    progress=None,
+    cache: OutputCache | None = None,
+    keys: list[str] | None = None,
+) -> dict:
     """Accuracy report of plan `p` on labelled images (y = class index per image): what `mll eval`
     prints, and what the benchmark records for every method."""
     p, cache, keys = with_adaptation(ctx, p, images, cache, keys)
@@ -272,16 +346,25 @@ def evaluate(ctx: Context, p: Plan, images: Sequence[Image.Image], y: np.ndarray
     per_class = {}
     for k, n in enumerate(p.names):
         m = y == k
-        per_class[n] = {"n": int(m.sum()), "accuracy": float((pred[m] == k).mean()) if m.any() else None,
-                        "answered_by": answering_model(p, k)}
+        per_class[n] = {
+            "n": int(m.sum()),
+            "accuracy": float((pred[m] == k).mean()) if m.any() else None,
+            "answered_by": answering_model(p, k),
+        }
     return {
-        "accuracy": float((pred == y).mean()), "n_images": int(len(y)),
-        "per_class": per_class, "selection": p.selection.by_class(), "uncovered": p.selection.uncovered,
+        "accuracy": float((pred == y).mean()),
+        "n_images": len(y),
+        "per_class": per_class,
+        "selection": p.selection.by_class(),
+        "uncovered": p.selection.uncovered,
         "matched": {m.name: m.synset for m in p.matches},
         "matched_names": {m.name: (ctx.sdag.name(m.synset) if m.synset else None) for m in p.matches},
-        "combiner": p.selection.combiner, "estimated_accuracy": p.selection.estimated_accuracy,
-        "models": p.selection.models, "adaptation": p.adaptation,
-        "plan_seconds": round(p.seconds, 3), "model_seconds": info["model_seconds"],
+        "combiner": p.selection.combiner,
+        "estimated_accuracy": p.selection.estimated_accuracy,
+        "models": p.selection.models,
+        "adaptation": p.adaptation,
+        "plan_seconds": round(p.seconds, 3),
+        "model_seconds": info["model_seconds"],
         "details": p.selection.to_dict(),
     }
 
@@ -309,8 +392,14 @@ def solve_folder(ctx: Context, class_names: Sequence[str], images_dir: Path, pro
     rows = []
     for j, i in enumerate(ok):
         k = int(probs[j].argmax())
-        rows.append({"path": paths[i], "predicted": p.names[k], "score": round(float(probs[j, k]), 4),
-                     "model": answering_model(p, k)})
+        rows.append(
+            {
+                "path": paths[i],
+                "predicted": p.names[k],
+                "score": round(float(probs[j, k]), 4),
+                "model": answering_model(p, k),
+            }
+        )
     for path, reason in skipped.items():
         rows.append({"path": path, "predicted": "", "score": float("nan"), "model": f"skipped: {reason}"})
     return rows, p

@@ -1,0 +1,3 @@
+from mll.cli import main
+
+raise SystemExit(main())

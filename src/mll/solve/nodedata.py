@@ -1,0 +1,129 @@
+"""Node data for a task, and the candidates' scores on it, simulated from stored outputs.
+
+A task's node data are the probe images under its target nodes (no model runs): CHCO estimates each
+option's accuracy on them, reuse fits its combiner on them, adaptation reweights them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mll.data.sdag import SDAG
+from mll.labels.index import LabelIndex
+from mll.labels.scores import gate_score
+
+
+# --- node data and simulated scores ---------------------------------------------------------------
+def task_node_data(index: LabelIndex, targets: list[str], sdag: SDAG) -> tuple[list[str], np.ndarray]:
+    """Probe images under the target nodes: (uris, class index); an image under two nested targets
+    belongs to the more specific one. Costs the size of the targets' subtrees, not probe x targets."""
+    if not index.models:
+        return [], np.empty(0, dtype=int)
+    lab = index.label(index.models[0])
+    uris = lab.uris
+    rows_of: dict[str, list[int]] = {}
+    for i, s in enumerate(lab.synsets):
+        rows_of.setdefault(s, []).append(i)
+    y = np.full(len(uris), -1)
+    best_depth = np.full(len(uris), -1)
+    for k, t in enumerate(targets):
+        if not t or t not in sdag:
+            continue
+        d = sdag.depth(t)
+        for node in (sdag.descendants(t) | {t}) & rows_of.keys():
+            for i in rows_of[node]:
+                if d > best_depth[i]:
+                    y[i], best_depth[i] = k, d
+    keep = np.flatnonzero(y >= 0)
+    return [uris[i] for i in keep], y[keep]
+
+
+class ScoreBank:
+    """Gated subtree probabilities g_m(x) P_m(t|x) of candidate models on node-data images (cached)."""
+
+    def __init__(self, index: LabelIndex, sdag: SDAG, uris: list[str], hub_cards: dict):
+        self.index, self.sdag, self.cards = index, sdag, hub_cards
+        self.uris = uris
+        self._rows: dict[str, np.ndarray] = {}
+        self._cache: dict = {}
+
+    def _row_index(self, model: str) -> np.ndarray:
+        if model not in self._rows:
+            # labels measured on the same probe set share one row map
+            key = self.index.summaries.get(model, {}).get("probe_hash") or model
+            if key not in self._rows:
+                pos = {u: i for i, u in enumerate(self.index.label(model).uris)}
+                self._rows[key] = np.asarray([pos[u] for u in self.uris], dtype=int)
+            self._rows[model] = self._rows[key]
+        return self._rows[model]
+
+    def logp(self, model: str) -> np.ndarray:
+        key = ("logp", model)
+        if key not in self._cache:
+            lab = self.index.label(model)
+            self._cache[key] = lab.dense_logp(self.cards[model].num_classes)[self._row_index(model)]
+        return self._cache[key]
+
+    def gate(self, model: str) -> np.ndarray:
+        key = ("gate", model)
+        if key not in self._cache:
+            lab = self.index.label(model)
+            rows = self._row_index(model)
+            self._cache[key] = gate_score(lab.summary["gate"], self.logp(model), lab.lse[rows])
+        return self._cache[key]
+
+    def subtree_prob(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
+        key = ("p", model, node, exclude)
+        if key not in self._cache:
+            cols = head_columns(self.cards[model], node, self.sdag, exclude)
+            self._cache[key] = np.exp(self.logp(model)[:, cols]).sum(1) if cols else np.zeros(len(self.uris))
+        return self._cache[key]
+
+    def lse(self, model: str) -> np.ndarray:
+        """Logit log-sum-exp of `model` on the node images (for domain features)."""
+        return self.index.label(model).lse[self._row_index(model)]
+
+    def score(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
+        return self.gate(model) * self.subtree_prob(model, node, exclude)
+
+
+_COLS_CACHE: dict = {}
+
+
+def head_columns(card, node: str, sdag: SDAG, exclude: tuple[str, ...] | list[str] = ()) -> list[int]:
+    """Indices of a card's head classes under `node`, minus those under nested targets `exclude`."""
+    # a 1000-class head walks 1000 ancestor sets per call; baselines and sub-hubs repeat the same calls
+    key = (id(sdag), card.name, card.weights_sha256, len(card.synsets), node, tuple(exclude))
+    hit = _COLS_CACHE.get(key)
+    if hit is None:
+        if len(_COLS_CACHE) > 100_000:
+            _COLS_CACHE.clear()
+        hit = _COLS_CACHE[key] = _head_columns(card, node, sdag, exclude)
+    return list(hit)
+
+
+def _head_columns(card, node: str, sdag: SDAG, exclude) -> list[int]:
+    if node not in sdag:
+        return []
+    out = []
+    for i, s in enumerate(card.synsets):  # walk up from each head class: cheap, unlike node's subtree
+        if s not in sdag:
+            continue
+        up = _up(sdag, s)
+        if node in up and not any(e in up for e in exclude):
+            out.append(i)
+    return out
+
+
+_UP_CACHE: dict = {}
+
+
+def _up(sdag: SDAG, s: str) -> frozenset:
+    """{s} and its ancestors, cached per SDAG object."""
+    key = (id(sdag), s)
+    hit = _UP_CACHE.get(key)
+    if hit is None:
+        if len(_UP_CACHE) > 200_000:
+            _UP_CACHE.clear()
+        hit = _UP_CACHE[key] = frozenset(sdag.ancestors(s) | {s})
+    return hit
