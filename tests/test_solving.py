@@ -10,7 +10,7 @@ import pytest
 from mll.config import SolveParams as SolveConfig
 from mll.data.images import open_image
 from mll.solve.chco import Problem, solve_exact, solve_heuristic
-from mll.solve.matching import Matcher, MatchError, normalise
+from mll.solve.matching import Matcher, MatchError, check_task, normalise
 from mll.solve.task import Context, plan, predict
 
 
@@ -59,14 +59,17 @@ def test_overrides_nesting_and_errors(matcher, small_sdag):
     res = {m.name: m for m in matcher.match(["sneaker=n03472535", "shoe", "dog"])}
     assert res["sneaker"].synset == "n03472535" and res["sneaker"].method == "override"
     assert res["sneaker"].nested_in == ["shoe"]
-    with pytest.raises(MatchError, match="duplicate"):
-        matcher.match(["dog", "dog"])
-    with pytest.raises(MatchError, match="empty"):
-        matcher.match(["dog", " "])
-    with pytest.raises(MatchError, match="no SDAG node matches 'blorptastic'"):
-        matcher.match(["dog", "blorptastic"])
-    with pytest.raises(MatchError, match="not a synset id"):
-        matcher.match(["dog=notasynset"])
+    # `match` reports every name; `check_task` is the gate a task to solve must pass
+    for names, why in (
+        (["dog", "dog"], "duplicate"),
+        (["dog", " "], "empty"),
+        (["dog", "blorptastic"], "no SDAG node matches 'blorptastic'"),
+        (["dog=notasynset"], "not a synset id"),
+    ):
+        res = matcher.match(names)
+        assert len(res) == len(names)
+        with pytest.raises(MatchError, match=why):
+            check_task(res)
 
 
 # --- CHCO ----------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,16 +47,24 @@ def _print_selection(sel: dict, explain: bool) -> None:
 
 
 def match(a: argparse.Namespace) -> int:
-    ctx = _context(a)
-    results = ctx.matcher.match(a.names, top=a.top)
+    """Every name gets a line and a JSON object, matched or not; the batch is never refused over one
+    name (a task to solve is checked strictly by `plan`)."""
+    from mll.solve.task import load_matcher
+
+    _, matcher = load_matcher(Path(a.sdag), Path(a.hub), Path(a.labels), cache_dir())
+    results = matcher.match(a.names, top=a.top)
     for m in results:
-        chosen = f"{m.synset} {ctx.sdag.name(m.synset)}" if m.synset else "none"
+        chosen = f"{m.synset} {m.synset_name}" if m.synset else f"none ({m.problem})"
         nested = f"  (nested in {', '.join(m.nested_in)})" if m.nested_in else ""
         print(f"{m.name!r} -> {chosen}  [{m.method}]{nested}")
         for c in m.candidates:
             covered = "covered" if c.covered else "       "
-            print(f"    {c.score:6.3f}  {c.id} {c.name:24s} {covered}  {c.definition[:60]}")
+            how = f"{c.via}, for {c.widened_from}" if c.widened_from else c.via
+            print(f"    {c.score:6.3f}  {c.id} {c.name:24s} {covered}  [{how}] {c.definition[:60]}")
     write_json([m.to_dict() for m in results], a.json)
+    unmatched = sum(m.synset is None for m in results)
+    if unmatched:
+        print(f"{unmatched} of {len(results)} name(s) unmatched", file=sys.stderr)
     return 0
 
 

@@ -239,6 +239,11 @@ class SDAG:
         hits = sorted(self._by_lemma.get(key, []), key=lambda i: _sense_rank(self._names[i], key))
         return [self._ids[i] for i in hits]
 
+    def lemma_keys(self) -> list[str]:
+        """Every lemma of the graph as `lookup` keys it (lowercase, `_` between words)."""
+        self.lookup("entity")  # builds the lemma index
+        return list(self._by_lemma or {})
+
     def resolve(self, text: str) -> str:
         """The single node for `text` (first sense for a lemma); KeyError with a hint otherwise."""
         hits = self.lookup(text)

@@ -21,7 +21,7 @@ from mll.data.sdag import SDAG
 from mll.hub.store import Hub
 from mll.labels.index import LabelIndex
 from mll.solve.chco import Selection, select
-from mll.solve.matching import Match, Matcher
+from mll.solve.matching import Match, Matcher, check_task
 from mll.solve.outputs import OutputCache
 from mll.solve.patch import fuse, get_patch_kind, load_patch, patch_active
 from mll.solve.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
@@ -54,17 +54,7 @@ class Context:
         if not index.models:
             raise FileNotFoundError(f"no labeled models in {labels_root}; run `mll label` (or `dvc repro label`)")
         cards = {m: hub.card(m) for m in index.models}
-        heads = {s for c in cards.values() for s in c.synsets}
-        pool = set()
-        for m in index.models[:1]:
-            pool |= set(index.label(m).synsets)
-        head_names: dict[str, set[str]] = {}
-        for c in cards.values():
-            for h in c.head:
-                head_names.setdefault(h.name, set()).add(h.synset)
-        matcher = Matcher(
-            sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool, head_names=head_names
-        )
+        matcher = hub_matcher(sdag, cards, index, cache_dir)
         return cls(sdag, hub, index, cards, matcher, cfg)
 
     def get_patch(self):
@@ -74,6 +64,34 @@ class Context:
 
     def head_synsets(self) -> set[str]:
         return {s for c in self.cards.values() for s in c.synsets}
+
+
+def hub_matcher(sdag: SDAG, cards: dict, index: LabelIndex | None, cache_dir: Path | None = None) -> Matcher:
+    """A Matcher aware of the hub: its head synsets and names, and the node data its labels measured."""
+    pool: set[str] = set()
+    for m in (index.models if index is not None else [])[:1]:
+        pool |= set(index.label(m).synsets)
+    head_names: dict[str, set[str]] = {}
+    for c in cards.values():
+        for h in c.head:
+            head_names.setdefault(h.name, set()).add(h.synset)
+    heads = {s for c in cards.values() for s in c.synsets}
+    return Matcher(sdag, covered=heads, embed_pool=pool, cache_dir=cache_dir, node_data=pool, head_names=head_names)
+
+
+def load_matcher(
+    sdag_dir: Path, hub_root: Path, labels_root: Path, cache_dir: Path | None = None
+) -> tuple[SDAG, Matcher]:
+    """For `mll match`, which solves nothing: the hub's labels when there are any, else its cards alone
+    (coverage without node data), else the bare SDAG."""
+    sdag = SDAG.load(Path(sdag_dir))
+    hub = Hub(Path(hub_root))
+    names = hub.names()
+    labeled = [n for n in names if (Path(labels_root) / n / "summary.json").is_file()]
+    index = LabelIndex(Path(labels_root), labeled) if labeled else None
+    cards, _ = hub.cards()
+    cards = {c.name: c for c in cards if not labeled or c.name in labeled}
+    return sdag, hub_matcher(sdag, cards, index, cache_dir)
 
 
 @dataclass
@@ -115,6 +133,7 @@ def plan(
     if len(names) < 2:
         raise ValueError("a task needs at least two classes")
     matches = ctx.matcher.match(names)
+    check_task(matches)  # one synset per class, none unmatched (match itself only reports)
     plain = [m.name for m in matches]
     targets = [m.synset for m in matches]
     index = ctx.index if restrict_models is None else ctx.index.subset(restrict_models)
