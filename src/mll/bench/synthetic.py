@@ -68,7 +68,7 @@ class SyntheticIndex(LabelIndex):
                 for a in anc_cache[h]:
                     covered[a] = covered.get(a, 0) + 1
             quality = rng.uniform(0.3, 0.95)
-            nodes = list(covered)
+            nodes = sorted(covered)  # not set order: that varies with the hash seed of each process
             frames.append(
                 pd.DataFrame(
                     {
