@@ -8,14 +8,20 @@ log-sum-exp, and the whole log-probability vector of a small head).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: selection reads labels without it
+    import torch
 
 GATE_FULL_MAX = 32  # heads up to this width give the gate their whole log-probability vector
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Temperature T minimising the NLL of softmax(z / T) on in-domain probe images (1-D search)."""
+    import torch
+
     if len(target) < 5:
         return 1.0
     grid = torch.exp(torch.linspace(np.log(0.05), np.log(20.0), 61))
