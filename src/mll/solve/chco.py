@@ -16,12 +16,17 @@ Decided from the labels alone (no target images, no model run), in two stages:
    target classes below t_k). The objective decomposes over classes given the
    model-use indicators, so it is an integer program: solved exactly with HiGHS, and by a greedy +
    local-search heuristic for very large candidate sets.
+
+The selection records each stage's seconds (`Selection.timings`): node data, prune, proxy (the
+option accuracies from stored outputs) and solve, so a later stage over the top candidates can be
+timed on its own.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +66,8 @@ class Selection:
     seconds: float
     cost_per_model: float
     combiner: str = "pending"  # stacking | statistics (set by reuse)
+    solver_note: str = ""  # why the exact solver's answer was not used (e.g. HiGHS hit its time limit)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (see the module doc)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,8 +107,13 @@ class Problem:
         return total / max(k, 1) - self.cost * len(used)
 
 
-def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
-    """Exact optimum of the CHCO integer program with HiGHS (exhaustive search when tiny)."""
+def solve_exact(p: Problem, time_limit: float = 30.0, notes: list[str] | None = None) -> tuple[list[int], str]:
+    """Exact optimum of the CHCO integer program with HiGHS (exhaustive search when tiny).
+
+    When HiGHS ends without a proven optimum (time limit, numerical trouble), its answer is not used:
+    the heuristic answers instead, and the reason is appended to `notes` (`select` records it in the
+    selection) and shown in the returned solver name.
+    """
     sizes = [len(o) for o in p.options]
     if np.prod([max(s, 1) for s in sizes], dtype=float) <= 4096:
         best, best_v = None, -np.inf
@@ -114,7 +126,7 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
 
     models = sorted({m for opts in p.options for o in opts for m in o})
     mi = {m: i for i, m in enumerate(models)}
-    h = _silent_highs(highspy)
+    h = _quiet_highs(highspy)
     h.setOptionValue("time_limit", float(time_limit))
     k = len(p.options)
     var = []  # (class, option) -> column
@@ -139,7 +151,15 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
     for j, (c, o) in enumerate(var):  # option uses model -> model is paid for
         for m in p.options[c][o]:
             h.addRow(-inf, 0.0, 2, np.array([j, y0 + mi[m]], dtype=np.int32), np.array([1.0, -1.0]))
-    h.run()
+    with _HIGHS_LOCK:  # one HiGHS solve at a time per process (its task scheduler is process-wide)
+        h.run()
+    status = h.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        reason = f"HiGHS ended with status '{h.modelStatusToString(status)}' (time limit {time_limit:g} s)"
+        choice, how = solve_heuristic(p)
+        if notes is not None:
+            notes.append(f"{reason}: not a proven optimum, the heuristic answered")
+        return choice, f"{how} (HiGHS fallback)"
     x = h.getSolution().col_value
     choice = [-1] * k
     for j, (c, o) in enumerate(var):
@@ -148,22 +168,22 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
     return choice, "highs"
 
 
-def _silent_highs(highspy):
-    """A HiGHS instance without its banner (printed at construction, straight to file descriptor 1)."""
-    import os
-    import sys
+_HIGHS_LOCK = threading.Lock()
 
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+
+def _quiet_highs(highspy):
+    """A HiGHS instance that prints nothing, safe to make from any thread.
+
+    `highspy.Highs()` prints HiGHS's banner to file descriptor 1 while it is constructed (when it
+    installs its Python callbacks), before any option can be set; silencing that by redirecting
+    descriptor 1 would also swallow whatever another thread writes meanwhile. The core class
+    `highspy._Highs` (the base of `Highs`, without the callbacks, which we do not use) logs nothing
+    until asked to, so output is switched off before its first log line. Without that class (another
+    highspy), the public one is used and its banner printed once.
+    """
+    core = getattr(highspy, "_Highs", None)
+    h = core() if core is not None else highspy.Highs()
+    h.setOptionValue("output_flag", False)
     return h
 
 
@@ -221,29 +241,29 @@ def select(
         tuple(o for j, o in enumerate(answer) if j != k and a and o in anc and o != a and a in anc[o])
         for k, a in enumerate(answer)
     ]
+    timings = {"node_data": time.perf_counter() - t0, "prune": 0.0, "proxy": 0.0}
     options, accs, cand_info = [], [], []
     for k, node in enumerate(answer):
-        rows = index.rows(node) if node else index.nodes.iloc[0:0]
-        rows = rows[rows["head_classes"] > 0]
+        t1 = time.perf_counter()
         # a head class strictly above the target cannot tell it from its siblings: it does not cover it
-        stat = rows["gated_recall"].fillna(rows["soft_recall"]).fillna(0.0) - rows["gated_false_alarm"].fillna(
-            rows["false_alarm"]
-        ).fillna(0.0)
-        rows = rows.assign(prune_score=stat).sort_values("prune_score", ascending=False)
+        rows, stat = _pruned_rows(index, node)
         if fixed is not None:
-            rows = rows[rows["model"].isin(fixed[k])]
+            keep = np.flatnonzero(np.isin(rows["model"], list(fixed[k])))
         else:
-            rows = rows.head(prune)
-        cands = list(rows["model"])
+            keep = np.arange(min(prune, len(stat)))
+        rows, stat = {c: a[keep] for c, a in rows.items()}, stat[keep]
+        cands = rows["model"].tolist()
         cand_info.append(
-            rows[
-                ["model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support", "measured"]
-            ].to_dict("records")
+            [
+                {c: _native(stat[i] if c == "prune_score" else rows[c][i]) for c in _CANDIDATE_FIELDS}
+                for i in range(len(cands))
+            ]
         )
         if fixed is not None:
             opts = [tuple(sorted(cands))] if cands else []
         else:
             opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
+        t2 = time.perf_counter()
         pos, neg = y == k, (y != k) & (y >= 0)
         acc = []
         for o in opts:
@@ -253,15 +273,21 @@ def select(
                     auroc(s[pos], s[neg]) if weights is None else auroc(s[pos], s[neg], weights[pos], weights[neg])
                 )
             else:  # no node images: fall back to the label statistics
-                acc.append(float(np.mean([stat.loc[rows.index[cands.index(m)]] for m in o])) / 2 + 0.5)
+                acc.append(float(np.mean([stat[cands.index(m)] for m in o])) / 2 + 0.5)
         options.append(opts)
         accs.append(acc)
+        t3 = time.perf_counter()
+        timings["prune"] += t2 - t1
+        timings["proxy"] += t3 - t2
+    t4 = time.perf_counter()
     problem = Problem(options, accs, cost)
     use = solver if solver != "auto" else ("exact" if sum(len(o) for o in options) <= 3000 else "heuristic")
+    notes: list[str] = []
     if fixed is not None:
         choice, how = [0 if o else -1 for o in options], "fixed"
     else:
-        choice, how = solve_exact(problem) if use == "exact" else solve_heuristic(problem)
+        choice, how = solve_exact(problem, notes=notes) if use == "exact" else solve_heuristic(problem)
+    timings["solve"] = time.perf_counter() - t4
     classes = []
     for k, (n, t) in enumerate(zip(names, targets)):
         c = ClassChoice(
@@ -295,6 +321,47 @@ def select(
         classes.append(c)
     models = sorted({m for c in classes for m in c.models})
     sel = Selection(
-        classes, models, round(problem.objective(choice), 5), None, how, round(time.perf_counter() - t0, 4), cost
+        classes,
+        models,
+        round(problem.objective(choice), 5),
+        None,
+        how,
+        round(time.perf_counter() - t0, 4),
+        cost,
+        solver_note="; ".join(notes),
+        timings={k: round(v, 4) for k, v in timings.items()},
     )
     return sel, bank, y
+
+
+_CANDIDATE_FIELDS = ("model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support", "measured")
+
+
+def _pruned_rows(index: LabelIndex, node: str | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Label rows of the models with a head class under `node`, best prune score first, with the scores.
+
+    prune score = gated recall (else soft recall, else 0) − gated false alarm (else false alarm,
+    else 0). Ordered as pandas' `sort_values(ascending=False)` orders it (quicksort over the reversed
+    rows, reversed; NaN last), which this replaced: ties keep the order they always had.
+    """
+    rows = index.row_arrays(node) if node else {}
+    if not rows or not len(rows["model"]):
+        return {c: np.empty(0, dtype=object) for c in _CANDIDATE_FIELDS}, np.empty(0)
+    keep = np.asarray(rows["head_classes"]) > 0
+    rows = {c: np.asarray(a)[keep] for c, a in rows.items()}
+
+    def filled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        a = np.where(np.isnan(a), b, a)
+        return np.where(np.isnan(a), 0.0, a)
+
+    stat = filled(rows["gated_recall"], rows["soft_recall"]) - filled(rows["gated_false_alarm"], rows["false_alarm"])
+    nan = np.isnan(stat)
+    idx = np.flatnonzero(~nan)[::-1]
+    order = np.concatenate([idx[stat[idx].argsort(kind="quicksort")][::-1], np.flatnonzero(nan)])
+    return {c: a[order] for c, a in rows.items()}, stat[order]
+
+
+def _native(v):
+    """A numpy scalar as the Python value pandas' `to_dict("records")` gave."""
+    return v.item() if isinstance(v, np.generic) else v
