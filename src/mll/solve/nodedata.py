@@ -37,6 +37,14 @@ def task_node_data(index: LabelIndex, targets: list[str], sdag: SDAG) -> tuple[l
     return [uris[i] for i in keep], y[keep]
 
 
+def _row_of_uri(lab) -> dict[str, int]:
+    """Each probe image's row in the label, kept on the label object."""
+    cached = getattr(lab, "_row_of_uri", None)
+    if cached is None:
+        cached = lab._row_of_uri = {u: i for i, u in enumerate(lab.uris)}
+    return cached
+
+
 def _rows_by_synset(lab) -> dict[str, np.ndarray]:
     """The probe images' rows per synset, kept on the label object (read once per process)."""
     cached = getattr(lab, "_rows_by_synset", None)
@@ -63,7 +71,7 @@ class ScoreBank:
             # labels measured on the same probe set share one row map
             key = self.index.summaries.get(model, {}).get("probe_hash") or model
             if key not in self._rows:
-                pos = {u: i for i, u in enumerate(self.index.label(model).uris)}
+                pos = _row_of_uri(self.index.label(model))
                 self._rows[key] = np.asarray([pos[u] for u in self.uris], dtype=int)
             self._rows[model] = self._rows[key]
         return self._rows[model]
