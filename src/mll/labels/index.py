@@ -95,7 +95,13 @@ class _Table:
 
 # --- the index -------------------------------------------------------------------------------------
 class LabelIndex:
-    """Every labeled model's node table, plus summaries; stored outputs load lazily."""
+    """Every labeled model's node table, plus summaries; stored outputs load lazily.
+
+    `source` says where the rows came from: "index file" (`labels/.index/`, current), "node tables"
+    (every label's nodes.parquet: no index file, or a stale one) or "memory" (built by the caller).
+    """
+
+    source = "memory"
 
     def __init__(self, labels_root: Path, models: list[str] | None = None):
         self.root = Path(labels_root)
@@ -108,7 +114,9 @@ class LabelIndex:
             self._table = stored.table
             self._rank = stored.rank(labeled)
             self.summaries = LazySummaries(self.root, labeled)
+            self.source = "index file"
             return
+        self.source = "node tables"
         frames, summaries = [], {}
         for n in names:
             s = read_summary(self.root, n)
@@ -156,7 +164,7 @@ class LabelIndex:
         if unknown:
             raise KeyError(f"not labeled: {sorted(unknown)}; run `mll label` first")
         sub = LabelIndex.__new__(LabelIndex)
-        sub.root = self.root
+        sub.root, sub.source = self.root, self.source
         if isinstance(self.summaries, LazySummaries):
             sub.summaries = self.summaries.restrict(keep)
         else:
@@ -340,7 +348,8 @@ def refresh_index(root: Path, frame: pd.DataFrame | None = None) -> bool:
     Reads only the node tables of labels that changed since it was written (none when nothing did,
     and then nothing is written). `frame` (tests, the synthetic benchmark hub) gives the node rows
     of every label in memory instead of reading their node tables. Written into a temporary folder
-    and swapped in, under a lock; the `label` stage calls it after labeling.
+    and swapped in, under a lock; the `label` stage calls it after labeling. A failed write (disk
+    full) raises OSError and leaves the previous index, which readers then find stale.
     """
     root = Path(root)
     if not root.is_dir():
@@ -397,6 +406,19 @@ def _write_index(root: Path, frame: pd.DataFrame, names: list[str], labeled: lis
         rows[c] = np.asarray(t.cols[c])[t.perm]
     tmp = root / f"{INDEX_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_files(tmp, rows, t, names, labeled, fps)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final, old = root / INDEX_DIR, root / f"{INDEX_DIR}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_files(tmp: Path, rows: np.ndarray, t: _Table, names: list[str], labeled: list[bool], fps: list) -> None:
     tmp.mkdir()
     np.save(tmp / "rows.npy", rows, allow_pickle=False)
     np.savez(
@@ -410,11 +432,6 @@ def _write_index(root: Path, frame: pd.DataFrame, names: list[str], labeled: lis
         labeled=np.asarray(labeled, dtype=bool),
         fps=np.asarray(fps, dtype=np.int64).reshape(len(names), 3),
     )
-    for f in tmp.iterdir():
+    for f in tmp.iterdir():  # durable before the swap
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    final, old = root / INDEX_DIR, root / f"{INDEX_DIR}.old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

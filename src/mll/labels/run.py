@@ -153,8 +153,14 @@ def finish_label_stage(
             if d.is_dir() and not d.name.startswith(".") and d.name not in names:
                 shutil.rmtree(d)
                 pruned.append(d.name)
-    if refresh_index(labels_root):
-        log(f"label index: {labels_root / '.index'} written")
+    try:
+        if refresh_index(labels_root):
+            log(f"label index: {labels_root / '.index'} written")
+    except (OSError, ValueError) as exc:  # the labels are whole; only the fast path is missing
+        log(
+            f"label index not written ({' '.join(str(exc).split())}); selection reads every label's node "
+            "table until `mll label` writes it"
+        )
     labeled = [r for r in results if r.status == "labeled"]
     fwd = sum(r.forward_seconds for r in labeled)
     tot = sum(r.seconds for r in labeled)
