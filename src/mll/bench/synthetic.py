@@ -21,6 +21,7 @@ from mll.data.sdag import SDAG
 from mll.hub.cards import ExpertCard, HeadClass, InputConfig
 from mll.labels.index import LabelIndex, refresh_index
 from mll.labels.store import SUMMARY, Label, write_label
+from mll.solve.chco import Problem
 
 
 def synthetic_sdag(n_nodes: int, seed: int = 0) -> SDAG:
@@ -196,3 +197,28 @@ class SyntheticCards(Mapping):
 
     def __len__(self) -> int:
         return len(self._heads)
+
+
+# --- CHCO problems ----------------------------------------------------------------------------------
+def random_problem(
+    rng: np.random.Generator,
+    k: int,
+    models: int,
+    per_class: int = 3,
+    max_heads: int = 2,
+    cost: float = 0.01,
+    low: float = 0.5,
+) -> Problem:
+    """A CHCO problem as selection builds it: `k` classes, each with `per_class` candidates drawn
+    from `models` models and every set of 1..`max_heads` of them as an option, accuracies uniform
+    in [low, 1] (the benchmark's exact-vs-heuristic problems)."""
+    import itertools
+
+    names = [f"m{i}" for i in range(models)]
+    options, acc = [], []
+    for _ in range(k):
+        cands = list(rng.choice(names, size=min(per_class, models), replace=False))
+        opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
+        options.append(opts)
+        acc.append(list(rng.uniform(low, 1.0, len(opts))))
+    return Problem(options, acc, cost)
