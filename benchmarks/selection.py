@@ -143,6 +143,11 @@ def run(n_models: int = 10_000, n_nodes: int = 20_000, n_classes: int = 50, reps
     out["exact"] = exact
 
     # --- report ---------------------------------------------------------------------------------
+    out["load_average"] = os.getloadavg()[0]
+    print(
+        f"  (medians of {reps} runs on {os.cpu_count()} cores, 1-min load average {out['load_average']:.1f} "
+        "at the end: other work on the machine inflates every time below)"
+    )
     ch, ce = out["cold_heuristic"], out["cold_exact"]
     wh = out["warm_heuristic_stages"]
     proxy = wh["node_data"] + wh["prune"] + wh["proxy"]

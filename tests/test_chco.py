@@ -355,3 +355,13 @@ def test_tiny_hub_selections_are_the_same_from_index_file_node_tables_and_old_la
         _as_old_layout(labels, m)
     refresh_index(labels)
     assert selections("index file") == copied
+
+
+def test_auroc_rows_equals_auroc_to_the_last_bit():
+    from mll.labels.scores import auroc, auroc_rows
+
+    rng = np.random.default_rng(0)
+    for n_pos, n_neg in ((7, 300), (1, 5), (40, 900), (0, 10)):
+        pos = np.round(rng.random((6, n_pos)), 2)  # rounded: plenty of ties
+        neg = np.round(rng.random((6, n_neg)), 2)
+        assert auroc_rows(pos, neg) == [auroc(p, n) for p, n in zip(pos, neg)]

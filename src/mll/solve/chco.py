@@ -35,7 +35,7 @@ import numpy as np
 
 from mll.data.sdag import SDAG
 from mll.labels.index import LabelIndex
-from mll.labels.scores import auroc
+from mll.labels.scores import auroc, auroc_rows
 from mll.solve.nodedata import ScoreBank, head_columns, task_node_data
 
 
@@ -441,15 +441,15 @@ def select(
             opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
         t2 = time.perf_counter()
         pos, neg = y == k, (y != k) & (y >= 0)
-        acc = []
-        for o in opts:
-            if pos.any():
-                s = np.mean([bank.score(m, node, excl[k]) for m in o], axis=0)
-                acc.append(
-                    auroc(s[pos], s[neg]) if weights is None else auroc(s[pos], s[neg], weights[pos], weights[neg])
-                )
-            else:  # no node images: fall back to the label statistics
-                acc.append(float(np.mean([stat[cands.index(m)] for m in o])) / 2 + 0.5)
+        if opts and pos.any():
+            # an option's score: the mean of its heads' gated scores (np.mean's own arithmetic, kept)
+            s = np.stack([np.mean([bank.score(m, node, excl[k]) for m in o], axis=0) for o in opts])
+            if weights is None:
+                acc = auroc_rows(s[:, pos], s[:, neg])
+            else:
+                acc = [auroc(r[pos], r[neg], weights[pos], weights[neg]) for r in s]
+        else:  # no node images: fall back to the label statistics
+            acc = [float(np.mean([stat[cands.index(m)] for m in o])) / 2 + 0.5 for o in opts]
         options.append(opts)
         accs.append(acc)
         t3 = time.perf_counter()
