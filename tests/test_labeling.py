@@ -161,7 +161,8 @@ def test_sigkill_mid_hub_keeps_finished_labels(tiny_world, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert finished() == [f"m{i}" for i in range(6)]
-    assert not [p for p in labels.iterdir() if p.is_dir() and p.name.startswith(".")]  # stale temp folders gone
+    stale = [p for p in labels.iterdir() if p.is_dir() and p.name.startswith(".") and p.name != ".index"]
+    assert not stale  # stale temp folders gone (.index is the label index)
     for m in done:
         assert read_summary(labels, m)["key"] == read_label(labels, m).key
 
@@ -249,7 +250,7 @@ def test_two_label_runs_at_once_leave_valid_labels(tiny_world, tmp_path, small_s
         lab = read_label(labels, m)
         check_label_table(lab.nodes, small_sdag.__contains__, m)
         assert lab.logp.shape[1] == 3
-    assert not [p for p in labels.iterdir() if p.is_dir() and p.name.startswith(".")]
+    assert not [p for p in labels.iterdir() if p.is_dir() and p.name.startswith(".") and p.name != ".index"]
 
 
 def _hub_copy(tiny_world, dest):
@@ -317,4 +318,4 @@ def test_disk_full_while_writing_keeps_the_previous_label(tiny_world, tmp_path):
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("mll: error:") and "cannot write the label" in err and "previous label is untouched" in err
     assert read_label(labels, "low").summary["key"] == before  # still there, still whole
-    assert not [p for p in labels.iterdir() if p.name.startswith(".") and p.is_dir()]
+    assert not [p for p in labels.iterdir() if p.name.startswith(".") and p.is_dir() and p.name != ".index"]

@@ -18,10 +18,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from mll.data.wordnet import get_wordnet, is_wnid, wnid
+
+if TYPE_CHECKING:  # networkx is imported where it is used: loading and querying do without it
+    import networkx as nx
 
 ROOT = "n00001740"  # entity.n.01
 _FILE = "sdag.json"
@@ -145,6 +147,8 @@ class SDAG:
     def graph(self) -> nx.DiGraph:
         """The SDAG as a networkx DiGraph (parent -> child), with node attributes."""
         if self._graph is None:
+            import networkx as nx
+
             g = nx.DiGraph()
             g.add_nodes_from((n, self.node(n)) for n in self._ids)
             g.add_edges_from(self.edges())
@@ -370,6 +374,8 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
         nodes[k]["depth"] = d
     meta = {"wordnet": wn.get_version(), "scope": scope, "build_seconds": round(time.perf_counter() - t0, 2)}
     g = SDAG.from_edges(nodes, edges, meta)
+    import networkx as nx
+
     if not nx.is_directed_acyclic_graph(g.graph):
         raise RuntimeError("WordNet hypernym graph has a cycle; the WordNet files are corrupt")
     return g

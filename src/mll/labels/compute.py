@@ -9,9 +9,10 @@ A label has two layers (docs/method.md, section 3):
    top-1 hit rate, false-alarm rate on unrelated probe images; per model a fitted temperature and an
    in-domain gate with its AUROC.
 
-Labels are stored per model under `labels/<model>/` (outputs.npz, nodes.parquet, summary.json),
-keyed by the card hash and the probe manifest hash; a model whose key is unchanged is skipped, so
-adding one model labels exactly one model. The files are `mll.labels.store`'s.
+Labels are stored per model under `labels/<model>/` (outputs.npz and one .npy per stored-output
+array, nodes.parquet, summary.json), keyed by the card hash and the probe manifest hash; a model
+whose key is unchanged is skipped (an old-layout label is converted, numbers unchanged), so adding
+one model labels exactly one model. The files are `mll.labels.store`'s.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from mll.data.sdag import SDAG
 from mll.hub.cards import ExpertCard
 from mll.hub.experts import Expert, preprocess
 from mll.labels.scores import fit_gate, fit_temperature, gate_features, gate_score
-from mll.labels.store import OUTPUTS, Label, Storage, model_lock, read_summary, write_label
+from mll.labels.store import OUTPUTS, Label, Storage, model_lock, read_summary, upgrade_label, write_label
 
 LABEL_VERSION = 3  # bump when the label definition changes: every key changes with it
 
@@ -289,6 +290,8 @@ def label_model(
             and current.get("key") == key
             and (Path(root) / card.name / OUTPUTS).is_file()
         ):
+            if upgrade_label(root, card.name):  # an old-layout label: same numbers, memory-mappable files
+                current = read_summary(root, card.name)
             return LabelResult(card.name, "skipped", key, summary=current)
         t0 = time.perf_counter()
         expert = expert_loader()

@@ -137,11 +137,13 @@ def finish_label_stage(
     log=print,
     failed: dict[str, str] | None = None,
 ) -> dict:
-    """Drop labels of models no longer in the hub; write the hub-level labeling report."""
+    """Drop labels of models no longer in the hub; bring the label index up to date (see
+    `mll.labels.index.refresh_index`); write the hub-level labeling report."""
     import json
     import shutil
 
     from mll.hub.store import Hub
+    from mll.labels.index import refresh_index
 
     names = set(Hub(Path(hub_root)).names())
     labels_root = Path(labels_root)
@@ -151,6 +153,14 @@ def finish_label_stage(
             if d.is_dir() and not d.name.startswith(".") and d.name not in names:
                 shutil.rmtree(d)
                 pruned.append(d.name)
+    try:
+        if refresh_index(labels_root):
+            log(f"label index: {labels_root / '.index'} written")
+    except (OSError, ValueError) as exc:  # the labels are whole; only the fast path is missing
+        log(
+            f"label index not written ({' '.join(str(exc).split())}); selection reads every label's node "
+            "table until `mll label` writes it"
+        )
     labeled = [r for r in results if r.status == "labeled"]
     fwd = sum(r.forward_seconds for r in labeled)
     tot = sum(r.seconds for r in labeled)

@@ -8,14 +8,20 @@ log-sum-exp, and the whole log-probability vector of a small head).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: selection reads labels without it
+    import torch
 
 GATE_FULL_MAX = 32  # heads up to this width give the gate their whole log-probability vector
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Temperature T minimising the NLL of softmax(z / T) on in-domain probe images (1-D search)."""
+    import torch
+
     if len(target) < 5:
         return 1.0
     grid = torch.exp(torch.linspace(np.log(0.05), np.log(20.0), 61))
@@ -57,6 +63,20 @@ def auroc(
 
     ranks = rankdata(np.concatenate([pos, neg]))
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def auroc_rows(pos: np.ndarray, neg: np.ndarray) -> list[float]:
+    """`auroc(pos[i], neg[i])` for every row i of two score matrices, to the last bit, in a few
+    array operations instead of a few per row (CHCO scores every option of a class at once)."""
+    n_pos, n_neg = pos.shape[1], neg.shape[1]
+    if n_pos == 0 or n_neg == 0 or n_pos * n_neg > 2_000_000 or len(pos) * n_pos * n_neg > 8_000_000:
+        return [auroc(p, n) for p, n in zip(pos, neg)]
+    a, b = pos[:, :, None], neg[:, None, :]
+    total = n_pos * n_neg
+    # exact counts, divided as np.mean divides its (exact) float sum of booleans: the same doubles
+    gt = np.count_nonzero(a > b, axis=(1, 2)) / total
+    eq = np.count_nonzero(a == b, axis=(1, 2)) / total
+    return [float(g + 0.5 * e) for g, e in zip(gt, eq)]
 
 
 def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0) -> tuple[dict, float]:

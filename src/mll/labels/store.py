@@ -6,8 +6,13 @@ log of the remaining mass ("top<k>"). The storage spec is written into each labe
 (`storage`), and everything that later turns live logits into the stored form reads it from there,
 so prediction sees exactly what selection saw.
 
-On disk a label is `labels/<model>/{outputs.npz, nodes.parquet, summary.json}`, written into a
-temporary folder and swapped in atomically; an exclusive lock per model serialises writers.
+On disk a label is `labels/<model>/`: `outputs.npz` (the probe images' uris and synsets, compressed),
+one uncompressed `.npy` per stored-output array (`logp.npy` or `topk_idx.npy` + `topk_logp.npy` +
+`rest_logp.npy`, and `lse.npy`; memory-mapped on read, so selection reads only the node images' rows
+of the candidates it prunes to), `nodes.parquet` and `summary.json`; written into a temporary
+folder and swapped in atomically; an exclusive lock per model serialises writers. Labels written
+before the `.npy` files existed keep every array in `outputs.npz` and still load (`mll label`
+converts them, see `upgrade_label`); the numbers are the same either way.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 OUTPUTS, NODES, SUMMARY = "outputs.npz", "nodes.parquet", "summary.json"
+# the stored-output arrays, one uncompressed .npy each (memory-mapped on read)
+ARRAYS = ("logp", "topk_idx", "topk_logp", "rest_logp", "lse")
 
 
 # --- the stored-output format ---------------------------------------------------------------------
@@ -67,6 +77,8 @@ class Storage:
     def live(self, logits: torch.Tensor) -> np.ndarray:
         """Live logits -> dense log-probabilities as the label stored them (top-k truncation included),
         so a model's outputs on a task's images match its outputs on the node data."""
+        import torch
+
         logp = torch.log_softmax(logits.float(), 1).numpy()
         if self.top_k is None:
             return logp.astype(np.float16).astype(np.float32)
@@ -123,9 +135,13 @@ class Label:
     nodes: pd.DataFrame
     summary: dict
 
-    def dense_logp(self, num_classes: int) -> np.ndarray:
-        """(N, C) float32 log-probabilities over the head (see `decode`)."""
-        return decode(self.logp, self.topk_idx, self.topk_logp, self.rest_logp, num_classes)
+    def dense_logp(self, num_classes: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """(N, C) float32 log-probabilities over the head (see `decode`); only `rows` when given
+        (from memory-mapped outputs that reads just those rows)."""
+        arrays = (self.logp, self.topk_idx, self.topk_logp, self.rest_logp)
+        if rows is not None:
+            arrays = tuple(None if a is None else np.asarray(a[rows]) for a in arrays)
+        return decode(*arrays, num_classes)
 
     @property
     def storage(self) -> Storage:
@@ -168,18 +184,15 @@ def _write_label(label: Label, root: Path) -> Path:
     tmp = root / f".{label.model}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    arrays = {
-        "uris": np.asarray(label.uris, dtype=str),
-        "synsets": np.asarray(label.synsets, dtype=str),
-        "lse": label.lse,
-    }
-    for k in ("logp", "topk_idx", "topk_logp", "rest_logp"):
+    np.savez_compressed(
+        tmp / OUTPUTS, uris=np.asarray(label.uris, dtype=str), synsets=np.asarray(label.synsets, dtype=str)
+    )
+    for k in ARRAYS:  # uncompressed, so a reader memory-maps them and reads only the rows it needs
         v = getattr(label, k)
         if v is not None:
-            arrays[k] = v
-    np.savez_compressed(tmp / OUTPUTS, **arrays)
+            np.save(tmp / f"{k}.npy", np.ascontiguousarray(v), allow_pickle=False)
     label.nodes.to_parquet(tmp / NODES, index=False)
-    sizes = {f: (tmp / f).stat().st_size for f in (OUTPUTS, NODES)}
+    sizes = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
     summary = {**label.summary, "store_bytes": sizes}
     (tmp / SUMMARY).write_text(json.dumps(_clean(summary), indent=2) + "\n")
     for f in tmp.iterdir():  # durable before the swap
@@ -203,12 +216,25 @@ def read_summary(root: Path, model: str) -> dict | None:
         return None
 
 
-def read_label(root: Path, model: str) -> Label:
-    """Load a stored label (no pickle: npz with allow_pickle=False, parquet, JSON)."""
+def read_label(root: Path, model: str, summary: dict | None = None) -> Label:
+    """Load a stored label (no pickle: .npy/.npz with allow_pickle=False, parquet, JSON).
+
+    The stored-output arrays are memory-mapped (read-only) when the label has them as `.npy` files,
+    else read from `outputs.npz` (labels written before those files existed); the probe uris and
+    synsets and the node table are read when first used. `summary`: the label's summary when the
+    caller has already read it.
+    """
     folder = Path(root) / model
-    summary = read_summary(root, model)
+    summary = summary if summary is not None else read_summary(root, model)
     if summary is None:
         raise FileNotFoundError(f"{folder}: no label; run `mll label` (or `dvc repro label`)")
+    if (folder / "lse.npy").is_file():
+        arr = {
+            k: np.load(folder / f"{k}.npy", mmap_mode="r", allow_pickle=False)
+            for k in ARRAYS
+            if (folder / f"{k}.npy").is_file()
+        }
+        return StoredLabel(folder, model, summary, arr)
     with np.load(folder / OUTPUTS, allow_pickle=False) as z:
         arr = {k: z[k] for k in z.files}
     nodes = pd.read_parquet(folder / NODES)
@@ -225,6 +251,82 @@ def read_label(root: Path, model: str) -> Label:
         nodes,
         summary,
     )
+
+
+class StoredLabel(Label):
+    """A label read from disk: outputs memory-mapped, uris/synsets and node table read on first use."""
+
+    def __init__(self, folder: Path, model: str, summary: dict, arrays: dict[str, np.ndarray]):
+        self.folder = folder
+        self.model, self.key, self.summary = model, summary["key"], summary
+        self.logp, self.topk_idx, self.topk_logp, self.rest_logp = (arrays.get(k) for k in ARRAYS[:4])
+        self.lse = arrays["lse"]
+        self._strings: dict[str, list[str]] | None = None
+        self._nodes: pd.DataFrame | None = None
+
+    def _probe(self) -> dict[str, list[str]]:
+        if self._strings is None:
+            with np.load(self.folder / OUTPUTS, allow_pickle=False) as z:
+                self._strings = {"uris": z["uris"].tolist(), "synsets": z["synsets"].tolist()}
+        return self._strings
+
+    @property
+    def uris(self) -> list[str]:
+        return self._probe()["uris"]
+
+    @uris.setter
+    def uris(self, value: list[str]) -> None:
+        self._probe()["uris"] = value
+
+    @property
+    def synsets(self) -> list[str]:
+        return self._probe()["synsets"]
+
+    @synsets.setter
+    def synsets(self, value: list[str]) -> None:
+        self._probe()["synsets"] = value
+
+    @property
+    def nodes(self) -> pd.DataFrame:
+        if self._nodes is None:
+            self._nodes = pd.read_parquet(self.folder / NODES)
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, value: pd.DataFrame) -> None:
+        self._nodes = value
+
+
+def has_mapped_outputs(root: Path, model: str) -> bool:
+    """Whether the label stores its outputs as memory-mappable `.npy` files (the current layout)."""
+    return (Path(root) / model / "lse.npy").is_file()
+
+
+def upgrade_label(root: Path, model: str) -> bool:
+    """Rewrite a label of the old layout (every array in `outputs.npz`) in the current one, atomically
+    and with the same numbers, key and summary; False when there is nothing to do. The caller holds
+    the model's lock (`model_lock`)."""
+    if read_summary(root, model) is None or has_mapped_outputs(root, model):
+        return False
+    lab = read_label(root, model)
+    summary = {k: v for k, v in lab.summary.items() if k != "store_bytes"}
+    write_label(
+        Label(
+            model,
+            lab.key,
+            lab.uris,
+            lab.synsets,
+            lab.logp,
+            lab.topk_idx,
+            lab.topk_logp,
+            lab.rest_logp,
+            lab.lse,
+            lab.nodes,
+            summary,
+        ),
+        root,
+    )
+    return True
 
 
 @contextlib.contextmanager

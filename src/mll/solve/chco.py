@@ -16,12 +16,17 @@ Decided from the labels alone (no target images, no model run), in two stages:
    target classes below t_k). The objective decomposes over classes given the
    model-use indicators, so it is an integer program: solved exactly with HiGHS, and by a greedy +
    local-search heuristic for very large candidate sets.
+
+The selection records each stage's seconds (`Selection.timings`): node data, prune, proxy (the
+option accuracies from stored outputs) and solve, so a later stage over the top candidates can be
+timed on its own.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +35,7 @@ import numpy as np
 
 from mll.data.sdag import SDAG
 from mll.labels.index import LabelIndex
-from mll.labels.scores import auroc
+from mll.labels.scores import auroc, auroc_rows
 from mll.solve.nodedata import ScoreBank, head_columns, task_node_data
 
 
@@ -61,6 +66,8 @@ class Selection:
     seconds: float
     cost_per_model: float
     combiner: str = "pending"  # stacking | statistics (set by reuse)
+    solver_note: str = ""  # why the exact solver's answer was not used (e.g. HiGHS hit its time limit)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (see the module doc)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,18 +97,23 @@ class Problem:
 
     def objective(self, choice: list[int]) -> float:
         k = len(self.options)
-        used = set()
+        used: set[str] = set()
         total = 0.0
         for c, o in enumerate(choice):
             if o < 0:
                 continue
             total += self.acc[c][o]
-            used |= set(self.options[c][o])
+            used.update(self.options[c][o])
         return total / max(k, 1) - self.cost * len(used)
 
 
-def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
-    """Exact optimum of the CHCO integer program with HiGHS (exhaustive search when tiny)."""
+def solve_exact(p: Problem, time_limit: float = 30.0, notes: list[str] | None = None) -> tuple[list[int], str]:
+    """Exact optimum of the CHCO integer program with HiGHS (exhaustive search when tiny).
+
+    When HiGHS ends without a proven optimum (time limit, numerical trouble), its answer is not used:
+    the heuristic answers instead, and the reason is appended to `notes` (`select` records it in the
+    selection) and shown in the returned solver name.
+    """
     sizes = [len(o) for o in p.options]
     if np.prod([max(s, 1) for s in sizes], dtype=float) <= 4096:
         best, best_v = None, -np.inf
@@ -114,7 +126,7 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
 
     models = sorted({m for opts in p.options for o in opts for m in o})
     mi = {m: i for i, m in enumerate(models)}
-    h = _silent_highs(highspy)
+    h = _quiet_highs(highspy)
     h.setOptionValue("time_limit", float(time_limit))
     k = len(p.options)
     var = []  # (class, option) -> column
@@ -139,7 +151,15 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
     for j, (c, o) in enumerate(var):  # option uses model -> model is paid for
         for m in p.options[c][o]:
             h.addRow(-inf, 0.0, 2, np.array([j, y0 + mi[m]], dtype=np.int32), np.array([1.0, -1.0]))
-    h.run()
+    with _HIGHS_LOCK:  # one HiGHS solve at a time per process (its task scheduler is process-wide)
+        h.run()
+    status = h.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        reason = f"HiGHS ended with status '{h.modelStatusToString(status)}' (time limit {time_limit:g} s)"
+        choice, how = solve_heuristic(p)
+        if notes is not None:
+            notes.append(f"{reason}: not a proven optimum, the heuristic answered")
+        return choice, f"{how} (HiGHS fallback)"
     x = h.getSolution().col_value
     choice = [-1] * k
     for j, (c, o) in enumerate(var):
@@ -148,43 +168,217 @@ def solve_exact(p: Problem, time_limit: float = 30.0) -> tuple[list[int], str]:
     return choice, "highs"
 
 
-def _silent_highs(highspy):
-    """A HiGHS instance without its banner (printed at construction, straight to file descriptor 1)."""
-    import os
-    import sys
+_HIGHS_LOCK = threading.Lock()
 
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+
+def _quiet_highs(highspy):
+    """A HiGHS instance that prints nothing, safe to make from any thread.
+
+    `highspy.Highs()` prints HiGHS's banner to file descriptor 1 while it is constructed (when it
+    installs its Python callbacks), before any option can be set; silencing that by redirecting
+    descriptor 1 would also swallow whatever another thread writes meanwhile. The core class
+    `highspy._Highs` (the base of `Highs`, without the callbacks, which we do not use) logs nothing
+    until asked to, so output is switched off before its first log line. Without that class (another
+    highspy), the public one is used and its banner printed once.
+    """
+    core = getattr(highspy, "_Highs", None)
+    h = core() if core is not None else highspy.Highs()
+    h.setOptionValue("output_flag", False)
     return h
 
 
 def solve_heuristic(p: Problem, rounds: int = 3) -> tuple[list[int], str]:
-    """Greedy (best option per class) then coordinate ascent accounting for shared model costs."""
-    choice = [int(np.argmax(a)) if a else -1 for a in p.acc]
+    """Greedy, then local search in two neighbourhoods, from two starts; the best answer found.
+
+    1. Best option per class, then coordinate ascent over the options (one class at a time),
+       accounting for shared model costs.
+    2. Local search over the set U of models paid for (`_model_set_search`): given U each class takes
+       its best option inside U, so the objective is a function of U alone (its maximum over U is the
+       optimum); moves add a model, drop one, or swap one for another that serves a common class.
+       Started from the answer of 1 and from "every candidate paid".
+    3. Each start then goes through large-neighbourhood search (`_group_search`): small groups of
+       classes that share candidate models are re-solved exactly, all their option combinations at
+       once, with the other classes' choices fixed; repeated until no group improves.
+    """
+    choice = _coordinate_ascent(p, [int(np.argmax(a)) if a else -1 for a in p.acc], rounds)
+    starts = [choice] + [_coordinate_ascent(p, u, rounds) for u in _model_set_search(p, choice)]
+    best, best_v = None, -np.inf
+    for start in starts:
+        cand = _group_search(p, start)
+        v = p.objective(cand)
+        if v > best_v + 1e-12:
+            best, best_v = cand, v
+    return best, "greedy+local"
+
+
+def _coordinate_ascent(p: Problem, choice: list[int], rounds: int) -> list[int]:
+    """One class at a time, take any option that raises the objective (shared model costs counted).
+
+    A change is screened with its objective difference from per-model use counts and confirmed
+    with the full objective, so the moves taken are exactly those a full evaluation of every trial
+    would take."""
+    k = max(len(p.options), 1)
+    count: dict[str, int] = {}
+    for c, o in enumerate(choice):
+        for m in p.options[c][o] if o >= 0 else ():
+            count[m] = count.get(m, 0) + 1
     best = p.objective(choice)
     for _ in range(rounds):
         improved = False
         for c, opts in enumerate(p.options):
             for o in range(len(opts)):
-                if o == choice[c]:
+                cur = choice[c]
+                if o == cur:
+                    continue
+                old = opts[cur] if cur >= 0 else ()
+                freed = sum(1 for m in old if count.get(m, 0) == 1 and m not in opts[o])
+                added = sum(1 for m in opts[o] if count.get(m, 0) == 0)
+                d = (p.acc[c][o] - (p.acc[c][cur] if cur >= 0 else 0.0)) / k - p.cost * (added - freed)
+                if d <= 1e-12 - 1e-9:  # clearly no gain (rounding differences are far below 1e-9)
                     continue
                 trial = choice.copy()
                 trial[c] = o
                 v = p.objective(trial)
                 if v > best + 1e-12:
+                    for m in old:
+                        count[m] -= 1
+                    for m in opts[o]:
+                        count[m] = count.get(m, 0) + 1
                     choice, best, improved = trial, v, True
         if not improved:
             break
-    return choice, "greedy+local"
+    return choice
+
+
+class _Encoded:
+    """A problem with models as integers: per class, its options' accuracies (/K) and member lists."""
+
+    def __init__(self, p: Problem):
+        self.models = sorted({m for opts in p.options for o in opts for m in o})
+        mi = {m: i for i, m in enumerate(self.models)}
+        k = max(len(p.options), 1)
+        self.acc = [[a / k for a in accs] for accs in p.acc]
+        self.members = [[tuple(mi[m] for m in o) for o in opts] for opts in p.options]
+        self.classes = [c for c, opts in enumerate(self.members) if opts]
+        self.cands = [sorted({i for o in opts for i in o}) for opts in self.members]
+        self.users: list[list[int]] = [[] for _ in self.models]  # model -> classes it is a candidate of
+        for c in self.classes:
+            for i in self.cands[c]:
+                self.users[i].append(c)
+
+
+def _model_set_search(p: Problem, choice: list[int], max_sweeps: int = 100) -> list[list[int]]:
+    """Local search over paid model sets (see `solve_heuristic`): one answer per start, each a
+    choice of options (the best inside the final set, per class)."""
+    e = _Encoded(p)
+    if not e.models:
+        return []
+    n = len(e.models)
+    masks = [[sum(1 << i for i in o) for o in opts] for opts in e.members]
+    partners = [sorted({j for c in e.users[i] for j in e.cands[c]} - {i}) for i in range(n)]
+
+    def best_in(c: int, u: int) -> float:
+        return max((a for a, m in zip(e.acc[c], masks[c]) if m & u == m), default=-np.inf)
+
+    def search(u: int) -> int:  # first improvement, sweep after sweep
+        val = {c: best_in(c, u) for c in e.classes}
+        for _ in range(max_sweeps):
+            improved = False
+            for i in range(n):
+                for j in (-1, *partners[i]):  # i alone (add or drop), or swap paid i for unpaid j
+                    if j >= 0 and (not u >> i & 1 or u >> j & 1):
+                        continue
+                    v = u ^ (1 << i) if j < 0 else (u & ~(1 << i)) | (1 << j)
+                    touched = set(e.users[i]) if j < 0 else {*e.users[i], *e.users[j]}
+                    new = {c: best_in(c, v) for c in touched}
+                    d = sum(new[c] - val[c] for c in touched) - p.cost * (v.bit_count() - u.bit_count())
+                    if d > 1e-12:
+                        u, improved = v, True
+                        val.update(new)
+            if not improved:
+                break
+        return u
+
+    greedy = 0
+    for c, o in enumerate(choice):
+        if o >= 0:
+            greedy |= masks[c][o]
+    out = []
+    for u in (search(greedy), search((1 << n) - 1)):
+        pick = [-1] * len(p.options)
+        for c in e.classes:
+            inside = [o for o, m in enumerate(masks[c]) if m & u == m]
+            pick[c] = max(inside, key=lambda o, c=c: (e.acc[c][o], -o))  # best inside u; ties: first option
+        out.append(pick)
+    return out
+
+
+def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_sweeps: int = 50) -> list[int]:
+    """Large-neighbourhood search (see `solve_heuristic`): groups are each class with its neighbours
+    (classes sharing a candidate model; breadth first) and each shared model's classes with theirs,
+    as many as keep a group's option combinations <= `max_combos`."""
+    e = _Encoded(p)
+    choice = list(choice)
+    count = np.zeros(len(e.models), dtype=np.int64)  # chosen options using each model
+    for c, o in enumerate(choice):
+        if o >= 0:
+            for i in e.members[c][o]:
+                count[i] += 1
+    nbrs = [sorted({d for i in e.cands[c] for d in e.users[i]} - {c}) for c in range(len(p.options))]
+
+    def grow(seed: list[int]) -> tuple[int, ...]:
+        group, size, queue, seen = [], 1, list(seed), set()
+        while queue:
+            c = queue.pop(0)
+            if c in seen:
+                continue
+            seen.add(c)
+            if size * len(e.members[c]) <= max_combos:
+                group.append(c)
+                size *= len(e.members[c])
+                queue.extend(nbrs[c])
+        return tuple(sorted(group))
+
+    seeds = [[c] for c in e.classes] + [u for u in e.users if len(u) > 1]
+    groups = [g for g in dict.fromkeys(grow(s) for s in seeds) if len(g) > 1]
+
+    def resolve(g: tuple[int, ...]) -> list[int] | None:
+        local = sorted({i for c in g for i in e.cands[c]})
+        bit = {i: b for b, i in enumerate(local)}
+        mine = np.zeros(len(e.models), dtype=np.int64)
+        for c in g:
+            for i in e.members[c][choice[c]]:
+                mine[i] += 1
+        others = sum(1 << bit[i] for i in local if count[i] > mine[i])  # paid for by classes outside g
+        shape = [len(e.members[c]) for c in g]
+        grid = np.indices(shape).reshape(len(g), -1)
+        mask = np.zeros(grid.shape[1], dtype=np.int64)
+        total = np.zeros(grid.shape[1])
+        for r, c in enumerate(g):
+            om = np.array([sum(1 << bit[i] for i in o) for o in e.members[c]], dtype=np.int64)
+            mask |= om[grid[r]]
+            total += np.asarray(e.acc[c])[grid[r]]
+        val = total - p.cost * np.bitwise_count(mask & ~np.int64(others))
+        now = int(np.ravel_multi_index([choice[c] for c in g], shape))
+        best = int(np.argmax(val))
+        return [int(x) for x in grid[:, best]] if val[best] > val[now] + 1e-12 else None
+
+    for _ in range(max_sweeps):
+        improved = False
+        for g in groups:
+            new = resolve(g)
+            if new is None:
+                continue
+            improved = True
+            for c, o in zip(g, new):
+                for i in e.members[c][choice[c]]:
+                    count[i] -= 1
+                choice[c] = o
+                for i in e.members[c][o]:
+                    count[i] += 1
+        if not improved:
+            break
+    return choice
 
 
 def select(
@@ -200,13 +394,15 @@ def select(
     backoffs: dict[str, str] | None = None,
     fixed: list[list[str]] | None = None,
     weights: np.ndarray | None = None,
+    time_limit: float = 30.0,
 ) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
     `fixed` skips the optimisation: class k is answered by the models in fixed[k] whose heads cover
     its node (the baselines use it). `weights` (one per node image, `mll.solve.adaptation`) weight the
-    node images in the accuracy estimates. Returns the selection, the score bank on the node data and the
-    node-data labels, which reuse fits its combiner on.
+    node images in the accuracy estimates. `time_limit`: seconds HiGHS may take before the heuristic
+    answers instead (said in `Selection.solver_note`). Returns the selection, the score bank on the
+    node data and the node-data labels, which reuse fits its combiner on.
     """
     t0 = time.perf_counter()
     backoffs = backoffs or {}
@@ -221,47 +417,53 @@ def select(
         tuple(o for j, o in enumerate(answer) if j != k and a and o in anc and o != a and a in anc[o])
         for k, a in enumerate(answer)
     ]
+    timings = {"node_data": time.perf_counter() - t0, "prune": 0.0, "proxy": 0.0}
     options, accs, cand_info = [], [], []
     for k, node in enumerate(answer):
-        rows = index.rows(node) if node else index.nodes.iloc[0:0]
-        rows = rows[rows["head_classes"] > 0]
+        t1 = time.perf_counter()
         # a head class strictly above the target cannot tell it from its siblings: it does not cover it
-        stat = rows["gated_recall"].fillna(rows["soft_recall"]).fillna(0.0) - rows["gated_false_alarm"].fillna(
-            rows["false_alarm"]
-        ).fillna(0.0)
-        rows = rows.assign(prune_score=stat).sort_values("prune_score", ascending=False)
+        rows, stat = _pruned_rows(index, node)
         if fixed is not None:
-            rows = rows[rows["model"].isin(fixed[k])]
+            keep = np.flatnonzero(np.isin(rows["model"], list(fixed[k])))
         else:
-            rows = rows.head(prune)
-        cands = list(rows["model"])
+            keep = np.arange(min(prune, len(stat)))
+        rows, stat = {c: a[keep] for c, a in rows.items()}, stat[keep]
+        cands = rows["model"].tolist()
         cand_info.append(
-            rows[
-                ["model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support", "measured"]
-            ].to_dict("records")
+            [
+                {c: _native(stat[i] if c == "prune_score" else rows[c][i]) for c in _CANDIDATE_FIELDS}
+                for i in range(len(cands))
+            ]
         )
         if fixed is not None:
             opts = [tuple(sorted(cands))] if cands else []
         else:
             opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
+        t2 = time.perf_counter()
         pos, neg = y == k, (y != k) & (y >= 0)
-        acc = []
-        for o in opts:
-            if pos.any():
-                s = np.mean([bank.score(m, node, excl[k]) for m in o], axis=0)
-                acc.append(
-                    auroc(s[pos], s[neg]) if weights is None else auroc(s[pos], s[neg], weights[pos], weights[neg])
-                )
-            else:  # no node images: fall back to the label statistics
-                acc.append(float(np.mean([stat.loc[rows.index[cands.index(m)]] for m in o])) / 2 + 0.5)
+        if opts and pos.any():
+            # an option's score: the mean of its heads' gated scores (np.mean's own arithmetic, kept)
+            s = np.stack([np.mean([bank.score(m, node, excl[k]) for m in o], axis=0) for o in opts])
+            if weights is None:
+                acc = auroc_rows(s[:, pos], s[:, neg])
+            else:
+                acc = [auroc(r[pos], r[neg], weights[pos], weights[neg]) for r in s]
+        else:  # no node images: fall back to the label statistics
+            acc = [float(np.mean([stat[cands.index(m)] for m in o])) / 2 + 0.5 for o in opts]
         options.append(opts)
         accs.append(acc)
+        t3 = time.perf_counter()
+        timings["prune"] += t2 - t1
+        timings["proxy"] += t3 - t2
+    t4 = time.perf_counter()
     problem = Problem(options, accs, cost)
     use = solver if solver != "auto" else ("exact" if sum(len(o) for o in options) <= 3000 else "heuristic")
+    notes: list[str] = []
     if fixed is not None:
         choice, how = [0 if o else -1 for o in options], "fixed"
     else:
-        choice, how = solve_exact(problem) if use == "exact" else solve_heuristic(problem)
+        choice, how = solve_exact(problem, time_limit, notes=notes) if use == "exact" else solve_heuristic(problem)
+    timings["solve"] = time.perf_counter() - t4
     classes = []
     for k, (n, t) in enumerate(zip(names, targets)):
         c = ClassChoice(
@@ -295,6 +497,47 @@ def select(
         classes.append(c)
     models = sorted({m for c in classes for m in c.models})
     sel = Selection(
-        classes, models, round(problem.objective(choice), 5), None, how, round(time.perf_counter() - t0, 4), cost
+        classes,
+        models,
+        round(problem.objective(choice), 5),
+        None,
+        how,
+        round(time.perf_counter() - t0, 4),
+        cost,
+        solver_note="; ".join(notes),
+        timings={k: round(v, 4) for k, v in timings.items()},
     )
     return sel, bank, y
+
+
+_CANDIDATE_FIELDS = ("model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support", "measured")
+
+
+def _pruned_rows(index: LabelIndex, node: str | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Label rows of the models with a head class under `node`, best prune score first, with the scores.
+
+    prune score = gated recall (else soft recall, else 0) − gated false alarm (else false alarm,
+    else 0). Ordered as pandas' `sort_values(ascending=False)` orders it (quicksort over the reversed
+    rows, reversed; NaN last), which this replaced: ties keep the order they always had.
+    """
+    rows = index.row_arrays(node) if node else {}
+    if not rows or not len(rows["model"]):
+        return {c: np.empty(0, dtype=object) for c in _CANDIDATE_FIELDS}, np.empty(0)
+    keep = np.asarray(rows["head_classes"]) > 0
+    rows = {c: np.asarray(a)[keep] for c, a in rows.items()}
+
+    def filled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        a = np.where(np.isnan(a), b, a)
+        return np.where(np.isnan(a), 0.0, a)
+
+    stat = filled(rows["gated_recall"], rows["soft_recall"]) - filled(rows["gated_false_alarm"], rows["false_alarm"])
+    nan = np.isnan(stat)
+    idx = np.flatnonzero(~nan)[::-1]
+    order = np.concatenate([idx[stat[idx].argsort(kind="quicksort")][::-1], np.flatnonzero(nan)])
+    return {c: a[order] for c, a in rows.items()}, stat[order]
+
+
+def _native(v):
+    """A numpy scalar as the Python value pandas' `to_dict("records")` gave."""
+    return v.item() if isinstance(v, np.generic) else v

@@ -21,21 +21,40 @@ def task_node_data(index: LabelIndex, targets: list[str], sdag: SDAG) -> tuple[l
         return [], np.empty(0, dtype=int)
     lab = index.label(index.models[0])
     uris = lab.uris
-    rows_of: dict[str, list[int]] = {}
-    for i, s in enumerate(lab.synsets):
-        rows_of.setdefault(s, []).append(i)
+    rows_of = _rows_by_synset(lab)
     y = np.full(len(uris), -1)
     best_depth = np.full(len(uris), -1)
     for k, t in enumerate(targets):
         if not t or t not in sdag:
             continue
         d = sdag.depth(t)
-        for node in (sdag.descendants(t) | {t}) & rows_of.keys():
-            for i in rows_of[node]:
-                if d > best_depth[i]:
-                    y[i], best_depth[i] = k, d
+        hit = [rows_of[node] for node in (sdag.descendants(t) | {t}) & rows_of.keys()]
+        if hit:
+            rows = np.concatenate(hit)  # each image once: it has one synset
+            rows = rows[d > best_depth[rows]]
+            y[rows], best_depth[rows] = k, d
     keep = np.flatnonzero(y >= 0)
     return [uris[i] for i in keep], y[keep]
+
+
+def _row_of_uri(lab) -> dict[str, int]:
+    """Each probe image's row in the label, kept on the label object."""
+    cached = getattr(lab, "_row_of_uri", None)
+    if cached is None:
+        cached = lab._row_of_uri = {u: i for i, u in enumerate(lab.uris)}
+    return cached
+
+
+def _rows_by_synset(lab) -> dict[str, np.ndarray]:
+    """The probe images' rows per synset, kept on the label object (read once per process)."""
+    cached = getattr(lab, "_rows_by_synset", None)
+    if cached is None:
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(lab.synsets):
+            groups.setdefault(s, []).append(i)
+        cached = {s: np.asarray(r) for s, r in groups.items()}
+        lab._rows_by_synset = cached
+    return cached
 
 
 class ScoreBank:
@@ -52,7 +71,7 @@ class ScoreBank:
             # labels measured on the same probe set share one row map
             key = self.index.summaries.get(model, {}).get("probe_hash") or model
             if key not in self._rows:
-                pos = {u: i for i, u in enumerate(self.index.label(model).uris)}
+                pos = _row_of_uri(self.index.label(model))
                 self._rows[key] = np.asarray([pos[u] for u in self.uris], dtype=int)
             self._rows[model] = self._rows[key]
         return self._rows[model]
@@ -60,8 +79,8 @@ class ScoreBank:
     def logp(self, model: str) -> np.ndarray:
         key = ("logp", model)
         if key not in self._cache:
-            lab = self.index.label(model)
-            self._cache[key] = lab.dense_logp(self.cards[model].num_classes)[self._row_index(model)]
+            lab = self.index.label(model)  # decodes (and, memory-mapped, reads) only the node images' rows
+            self._cache[key] = lab.dense_logp(self.cards[model].num_classes, self._row_index(model))
         return self._cache[key]
 
     def gate(self, model: str) -> np.ndarray:
@@ -69,7 +88,7 @@ class ScoreBank:
         if key not in self._cache:
             lab = self.index.label(model)
             rows = self._row_index(model)
-            self._cache[key] = gate_score(lab.summary["gate"], self.logp(model), lab.lse[rows])
+            self._cache[key] = gate_score(lab.summary["gate"], self.logp(model), np.asarray(lab.lse[rows]))
         return self._cache[key]
 
     def subtree_prob(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
@@ -81,7 +100,7 @@ class ScoreBank:
 
     def lse(self, model: str) -> np.ndarray:
         """Logit log-sum-exp of `model` on the node images (for domain features)."""
-        return self.index.label(model).lse[self._row_index(model)]
+        return np.asarray(self.index.label(model).lse[self._row_index(model)])
 
     def score(self, model: str, node: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
         return self.gate(model) * self.subtree_prob(model, node, exclude)

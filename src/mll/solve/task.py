@@ -137,13 +137,14 @@ def plan(
     plain = [m.name for m in matches]
     targets = [m.synset for m in matches]
     index = ctx.index if restrict_models is None else ctx.index.subset(restrict_models)
-    covered_nodes = set(index.nodes.loc[index.nodes["head_classes"] > 0, "node"]) if len(index.nodes) else set()
     patch_on = patch_active(cfg.patch)
     may_backoff = get_patch_kind(cfg.patch).backoff
     backoffs = {}
-    heads = {s for m in index.models for s in ctx.cards[m].synsets}
+    heads = None  # every head synset of the (sub-)hub, gathered only when some class needs a backoff
     for n, t in zip(plain, targets):
-        if t and t not in covered_nodes and not patch_on and may_backoff:
+        if t and not patch_on and may_backoff and not index.covers(t):  # reads t's label rows only
+            if heads is None:
+                heads = {s for m in index.models for s in ctx.cards[m].synsets}
             near = ctx.sdag.nearest_covered(t, heads)
             if near and near[1] <= cfg.max_backoff_hops:  # a far relative says nothing about the class
                 backoffs[n] = near[0]
