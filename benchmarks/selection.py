@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from mll.bench.synthetic import SyntheticIndex, random_problem, synthetic_sdag, write_synthetic_hub
-from mll.solve.chco import select, solve_exact, solve_heuristic
+from mll.solve.chco import select
+from mll.solve.solvers import solve_exact, solve_heuristic
 
 TARGETS = {"cold": 1.0, "warm": 0.2, "exact30": 2.0, "gap": 0.01}
 ROOT = Path(__file__).resolve().parent.parent

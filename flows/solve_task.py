@@ -12,7 +12,8 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from mll.config import load_section
-from mll.solve.task import Context, evaluate_folder
+from mll.solve.folders import evaluate_folder
+from mll.solve.task import Context
 
 _CTX: dict = {}
 

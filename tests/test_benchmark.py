@@ -110,7 +110,7 @@ def six(world, small_sdag):
 
 
 def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
-    from mll.solve.task import evaluate_folder
+    from mll.solve.folders import evaluate_folder
 
     ctx, cache = world["ctx"], OutputCache()
     cells = {

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mll.solve.chco as chco
+import mll.solve.solvers as solvers
 from mll.bench.synthetic import SyntheticIndex, random_problem, synthetic_sdag, write_synthetic_hub
-from mll.labels.index import INDEX_DIR, LabelIndex, refresh_index
+from mll.labels.index import LabelIndex
+from mll.labels.index_file import INDEX_DIR, refresh_index
 from mll.labels.store import OUTPUTS, Label, Storage, has_mapped_outputs, read_label, upgrade_label, write_label
-from mll.solve.chco import select, solve_exact, solve_heuristic
+from mll.solve.chco import select
+from mll.solve.solvers import solve_exact, solve_heuristic
 
 
 # --- the solvers -----------------------------------------------------------------------------------
@@ -37,7 +39,7 @@ def test_heuristic_answers_are_valid_and_never_below_coordinate_ascent():
         p = random_problem(rng, int(rng.integers(2, 20)), int(rng.integers(3, 40)), cost=float(rng.uniform(0, 0.05)))
         he, _ = solve_heuristic(p)
         assert all(0 <= o < len(opts) for o, opts in zip(he, p.options))
-        greedy = chco._coordinate_ascent(p, [int(np.argmax(a)) for a in p.acc], 3)
+        greedy = solvers._coordinate_ascent(p, [int(np.argmax(a)) for a in p.acc], 3)
         assert p.objective(he) >= p.objective(greedy) - 1e-12
 
 
@@ -65,8 +67,8 @@ class _Stops:
 def test_any_non_optimal_highs_status_is_not_read_as_a_solution(monkeypatch):
     import highspy
 
-    real = chco._quiet_highs
-    monkeypatch.setattr(chco, "_quiet_highs", lambda hs: _Stops(real(hs), highspy.HighsModelStatus.kSolveError))
+    real = solvers._quiet_highs
+    monkeypatch.setattr(solvers, "_quiet_highs", lambda hs: _Stops(real(hs), highspy.HighsModelStatus.kSolveError))
     p = random_problem(np.random.default_rng(4), 30, 100)
     notes: list[str] = []
     choice, how = solve_exact(p, notes=notes)

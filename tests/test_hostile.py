@@ -88,7 +88,7 @@ def test_chco_answers_every_coverable_class_with_hub_models(k, models, seed, cos
     """Random instances: each class with options gets one, options only name hub models, exact >= heuristic."""
     import itertools
 
-    from mll.solve.chco import Problem, solve_exact, solve_heuristic
+    from mll.solve.solvers import Problem, solve_exact, solve_heuristic
 
     rng = np.random.default_rng(seed)
     hub = [f"m{i}" for i in range(models)]

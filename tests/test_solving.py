@@ -9,8 +9,8 @@ import pytest
 
 from mll.config import SolveParams as SolveConfig
 from mll.data.images import open_image
-from mll.solve.chco import Problem, solve_exact, solve_heuristic
 from mll.solve.matching import Matcher, MatchError, check_task, normalise
+from mll.solve.solvers import Problem, solve_exact, solve_heuristic
 from mll.solve.task import Context, plan, predict
 
 

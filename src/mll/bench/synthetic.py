@@ -19,9 +19,10 @@ import pandas as pd
 
 from mll.data.sdag import SDAG
 from mll.hub.cards import ExpertCard, HeadClass, InputConfig
-from mll.labels.index import LabelIndex, refresh_index
+from mll.labels.index import LabelIndex
+from mll.labels.index_file import refresh_index
 from mll.labels.store import SUMMARY, Label, write_label
-from mll.solve.chco import Problem
+from mll.solve.solvers import Problem
 
 
 def synthetic_sdag(n_nodes: int, seed: int = 0) -> SDAG:

@@ -13,7 +13,8 @@ from tqdm import tqdm
 from mll.cli.common import write_json
 from mll.config import SolveParams, load_section
 from mll.paths import cache_dir
-from mll.solve.task import Context, evaluate_folder, solve_folder
+from mll.solve.folders import evaluate_folder, solve_folder
+from mll.solve.task import Context
 from mll.tracking import log_task_run
 
 

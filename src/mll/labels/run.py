@@ -143,7 +143,7 @@ def finish_label_stage(
     import shutil
 
     from mll.hub.store import Hub
-    from mll.labels.index import refresh_index
+    from mll.labels.index_file import refresh_index
 
     names = set(Hub(Path(hub_root)).names())
     labels_root = Path(labels_root)
