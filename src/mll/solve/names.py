@@ -98,7 +98,7 @@ def normalise(name: str) -> list[str]:
             out.append(v)
 
     raw = name.strip()
-    if raw.isdigit() and len(raw) == 1:
+    if len(raw) == 1 and raw in "0123456789":  # str.isdigit is also true for "²", which int() refuses
         add(DIGIT_WORDS[int(raw)])
     parts = [p for p in re.split(r"[/,;|]", raw) if p.strip()] or [raw]
     for part in parts:
