@@ -15,7 +15,7 @@ bootstrap()  # the offline environment, before Prefect reads its settings
 
 from prefect import flow, get_run_logger, task
 
-from mll.bench.run import train_oracle
+from mll.bench.oracles import train_oracle
 
 
 @task(name="train-oracle")

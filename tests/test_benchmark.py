@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from mll.bench.methods import get_method, list_methods, register_method, unregister_method
-from mll.bench.run import grid, growth_cell, load_params, run_cell, sub_hubs, train_oracle
+from mll.bench.oracles import train_oracle
+from mll.bench.run import grid, growth_cell, load_params, run_cell, sub_hubs
 from mll.bench.tasks import build_task
 from mll.config import BenchmarkParams
 from mll.config import SolveParams as SolveConfig

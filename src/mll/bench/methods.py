@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mll.bench.oracles import oracle_name
+
 if TYPE_CHECKING:  # solving imports torch: the report reads this registry without it
     from mll.bench.tasks import BenchTask
     from mll.config import SolveParams
@@ -320,10 +322,6 @@ def _ungated(run: CellRun) -> None:
 )
 def _static(run: CellRun) -> None:
     run.fill(run.solve(cfg=run.static))
-
-
-def oracle_name(dataset: str) -> str:
-    return f"oracle-{dataset}"
 
 
 @register_method(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods, oracle_name
+from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods
 from mll.bench.tasks import BenchTask, build_tasks
 from mll.config import BenchmarkParams, load_section
 from mll.solve.outputs import OutputCache
@@ -89,33 +89,6 @@ def run_cell(
     fn(CellRun(ctx, task, cache, cell, seed=seed, restrict=restrict, oracle_hub=oracle_hub))
     cell["seconds"] = round(time.perf_counter() - t0, 3)
     return cell
-
-
-# --- oracle experts ---------------------------------------------------------------------------------
-def train_oracle(dataset: str, params_file: Path | str, manifest: Path, out_root: Path, log=print):
-    """Train the oracle expert for `dataset`: every class, on its whole expert_train split (the
-    practical upper limit for tasks drawn from that dataset). Kept out of the hub (`oracles/`)."""
-    from mll.config import TrainedExpertParams
-    from mll.config import load_params as load_all
-    from mll.data.splits import read_manifest
-    from mll.hub.store import Hub
-    from mll.hub.training import spec_from_params, train_expert
-    from mll.tracking import start_run
-
-    bp = load_params(params_file)
-    if dataset not in bp.oracles:
-        raise KeyError(f"params: no oracle {dataset!r} under benchmark.oracles (have: {', '.join(bp.oracles)})")
-    rows = read_manifest(Path(manifest))
-    rows = rows[(rows["dataset"] == dataset) & (rows["split"] == "expert_train")]
-    if rows.empty:
-        raise ValueError(f"oracle {dataset}: no expert_train images (is it under data.datasets?)")
-    classes = list(rows.drop_duplicates("class_name").sort_values("label")["class_name"])
-    entry = TrainedExpertParams(dataset=dataset, classes=tuple(classes), **bp.oracles[dataset].given())
-    spec = spec_from_params(oracle_name(dataset), entry, load_all(params_file).experts.defaults)
-    with start_run("experts", spec.name, enabled=bp.track) as tracker:
-        card = train_expert(spec, rows, Hub(Path(out_root)), tracker, log=log)
-    log(f"{spec.name}: val accuracy {card.provenance['metrics']['val_accuracy']:.3f} on {len(classes)} classes")
-    return card
 
 
 # --- the growth curve ---------------------------------------------------------------------------------
