@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mll.bench import synthetic
 from mll.config import SolveParams as SolveConfig
 from mll.data.images import open_image
 from mll.solve.matching import Matcher, MatchError, check_task, normalise
@@ -74,14 +75,7 @@ def test_overrides_nesting_and_errors(matcher, small_sdag):
 
 # --- CHCO ----------------------------------------------------------------------------------------
 def random_problem(rng, k, models, per_class=3, max_heads=2, cost=0.02):
-    names = [f"m{i}" for i in range(models)]
-    options, acc = [], []
-    for _ in range(k):
-        cands = list(rng.choice(names, size=min(per_class, models), replace=False))
-        opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
-        options.append(opts)
-        acc.append(list(rng.uniform(0.4, 1.0, len(opts))))
-    return Problem(options, acc, cost)
+    return synthetic.random_problem(rng, k, models, per_class=per_class, max_heads=max_heads, cost=cost, low=0.4)
 
 
 def test_exact_solver_is_optimal_and_heuristic_is_close():
