@@ -327,15 +327,20 @@ def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_swe
     nbrs = [sorted({d for i in e.cands[c] for d in e.users[i]} - {c}) for c in range(len(p.options))]
 
     def grow(seed: list[int]) -> tuple[int, ...]:
-        group, size, queue, seen = [], 1, list(seed), set()
+        group, size, queue, seen, local = [], 1, list(seed), set(), set()
         while queue:
             c = queue.pop(0)
             if c in seen:
                 continue
             seen.add(c)
-            if size * len(e.members[c]) <= max_combos:
+            if len(e.members[c]) < 2:  # no choice to make: walk through it to its neighbours
+                queue.extend(nbrs[c])
+                continue
+            # within the combination budget, and with at most 62 models (one bit each in an int64)
+            if size * len(e.members[c]) <= max_combos and len(local | set(e.cands[c])) <= 62:
                 group.append(c)
                 size *= len(e.members[c])
+                local |= set(e.cands[c])
                 queue.extend(nbrs[c])
         return tuple(sorted(group))
 
