@@ -368,19 +368,31 @@ def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_swe
         best = int(np.argmax(val))
         return [int(x) for x in grid[:, best]] if val[best] > val[now] + 1e-12 else None
 
+    # a group's best answer depends only on its classes and their neighbours (the classes that pay
+    # for its models): one re-solved since the last change among them is skipped, result unchanged
+    touch = {g: {*g, *(d for c in g for d in nbrs[c])} for g in groups}
+    changed = [0] * len(p.options)
+    checked = dict.fromkeys(groups, -1)
+    clock = 0
     for _ in range(max_sweeps):
         improved = False
         for g in groups:
-            new = resolve(g)
-            if new is None:
+            if checked[g] >= max(changed[c] for c in touch[g]):
                 continue
-            improved = True
-            for c, o in zip(g, new):
-                for i in e.members[c][choice[c]]:
-                    count[i] -= 1
-                choice[c] = o
-                for i in e.members[c][o]:
-                    count[i] += 1
+            new = resolve(g)
+            clock += 1
+            if new is not None:
+                improved = True
+                for c, o in zip(g, new):
+                    if o == choice[c]:
+                        continue
+                    for i in e.members[c][choice[c]]:
+                        count[i] -= 1
+                    choice[c] = o
+                    for i in e.members[c][o]:
+                        count[i] += 1
+                    changed[c] = clock
+            checked[g] = clock
         if not improved:
             break
     return choice
