@@ -1,7 +1,8 @@
 """How label storage, loading, matching and CHCO grow with the hub (synthetic hubs, 20,000 nodes).
 
-For hub sizes 1k..10k models: build the label index, write and read it as one parquet table, and
-time warm CHCO selections for 10/50/200-class tasks (heuristic) and 10/30-class tasks (exact, with the
+For hub sizes 1k..10k models: build the label index, write it as the label stage does
+(`labels/.index/`) and load it in a LabelIndex, write 20 models' labels to measure stored outputs per
+model, and time warm CHCO selections for 10/50/200-class tasks (heuristic) and 10/30-class tasks (exact, with the
 gap to the heuristic), each with the process's peak memory. Matching 100 class names is timed on the
 real SDAG. Writes reports/scale.md and reports/scale.png.
 """
@@ -9,6 +10,7 @@ real SDAG. Writes reports/scale.md and reports/scale.png.
 from __future__ import annotations
 
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mll.bench.synthetic import SyntheticIndex, synthetic_sdag
+from mll.bench.synthetic import SyntheticIndex, synthetic_sdag, write_synthetic_hub
+from mll.labels.index import LabelIndex
+from mll.labels.index_file import INDEX_DIR, refresh_index
 from mll.solve.chco import select
 
 
@@ -87,22 +91,22 @@ def run(sizes: tuple[int, ...] = (1000, 2500, 5000, 10000), n_nodes: int = 20_00
         index = SyntheticIndex(sdag, n, seed=0)
         build = time.perf_counter() - t
         with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "index.parquet"
-            t = time.perf_counter()
-            index.nodes.to_parquet(path, index=False)
-            write = time.perf_counter() - t
-            size = path.stat().st_size
-            t = time.perf_counter()
-            loaded = pd.read_parquet(path)
-            _ = loaded.groupby("node").indices  # what the index builds on load
-            load = time.perf_counter() - t
-            # stored outputs: write a sample of models' npz as the label store would, extrapolate
             sample = index.models[:20]
-            out_bytes = 0
-            for m in sample:
-                lab = index.label(m)
-                np.savez_compressed(Path(d) / f"{m}.npz", logp=lab.logp, lse=lab.lse)
-                out_bytes += (Path(d) / f"{m}.npz").stat().st_size
+            write_synthetic_hub(index, Path(d), sample)  # summaries, 20 full labels, the label index
+            labels = Path(d) / "labels"
+            shutil.rmtree(labels / INDEX_DIR)
+            t = time.perf_counter()
+            refresh_index(labels, frame=index.nodes)
+            write = time.perf_counter() - t
+            size = sum(f.stat().st_size for f in (labels / INDEX_DIR).iterdir())
+            t = time.perf_counter()
+            loaded = LabelIndex(labels)
+            load = time.perf_counter() - t
+            assert loaded.source == "index file"
+            # stored outputs: what the label store wrote for the sample (outputs.npz and the .npy files)
+            out_bytes = sum(
+                f.stat().st_size for m in sample for f in (labels / m).iterdir() if f.suffix in (".npz", ".npy")
+            )
         row = {
             "models": n,
             "label_rows": len(index.nodes),

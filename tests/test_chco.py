@@ -43,6 +43,15 @@ def test_heuristic_answers_are_valid_and_never_below_coordinate_ascent():
         assert p.objective(he) >= p.objective(greedy) - 1e-12
 
 
+def test_heuristic_copes_with_long_chains_of_classes_without_a_choice():
+    # 100 classes with one option each, chained by shared models, then two classes with a choice
+    options = [[(f"m{i}", f"m{i + 1}")] for i in range(100)] + [[("a",), ("b",)], [("a",), ("c",)]]
+    p = solvers.Problem(options, [[0.9]] * 100 + [[0.8, 0.9], [0.8, 0.9]], 0.01)
+    choice, _ = solve_heuristic(p)
+    assert choice == [0] * 100 + [0, 0]  # sharing "a" beats two better but separate heads
+    assert p.objective(choice) == pytest.approx(p.objective(solve_exact(p)[0]))
+
+
 def test_highs_time_limit_falls_back_to_the_heuristic_with_the_reason():
     p = random_problem(np.random.default_rng(3), 30, 100)
     notes: list[str] = []

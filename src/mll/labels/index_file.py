@@ -222,7 +222,10 @@ def refresh_index(root: Path, frame: pd.DataFrame | None = None) -> bool:
         if frame is not None:
             rows = frame[frame["model"].isin({n for n in keep if labeled[n]})]
         else:
-            rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model", *COLUMNS])
+            rows = pd.concat(parts, ignore_index=True) if parts else None
+        if rows is None or not len(rows):  # no label rows at all: no index (readers read the nothing there is)
+            shutil.rmtree(root / INDEX_DIR, ignore_errors=True)
+            return old is not None
         _write_index(root, rows, keep, [labeled[n] for n in keep], [fps[n] for n in keep])
         return True
 

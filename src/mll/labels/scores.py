@@ -66,17 +66,22 @@ def auroc(
 
 
 def auroc_rows(pos: np.ndarray, neg: np.ndarray) -> list[float]:
-    """`auroc(pos[i], neg[i])` for every row i of two score matrices, to the last bit, in a few
-    array operations instead of a few per row (CHCO scores every option of a class at once)."""
+    """`auroc(pos[i], neg[i])` for every row i of two score matrices, to the last bit, faster.
+
+    Where `auroc` compares every pair, this counts the pairs by sorting: for each positive, the
+    negatives below it and those tied with it (binary search). The counts are exact integers, and
+    they are divided as `np.mean` divides its (exact) float sum of booleans: the same doubles.
+    """
     n_pos, n_neg = pos.shape[1], neg.shape[1]
-    if n_pos == 0 or n_neg == 0 or n_pos * n_neg > 2_000_000 or len(pos) * n_pos * n_neg > 8_000_000:
+    if n_pos == 0 or n_neg == 0 or n_pos * n_neg > 2_000_000 or np.isnan(pos).any() or np.isnan(neg).any():
         return [auroc(p, n) for p, n in zip(pos, neg)]
-    a, b = pos[:, :, None], neg[:, None, :]
     total = n_pos * n_neg
-    # exact counts, divided as np.mean divides its (exact) float sum of booleans: the same doubles
-    gt = np.count_nonzero(a > b, axis=(1, 2)) / total
-    eq = np.count_nonzero(a == b, axis=(1, 2)) / total
-    return [float(g + 0.5 * e) for g, e in zip(gt, eq)]
+    out = []
+    for p, ns in zip(pos, np.sort(neg, axis=1)):
+        lo, hi = np.searchsorted(ns, p, "left"), np.searchsorted(ns, p, "right")
+        gt, eq = np.float64(int(lo.sum())) / total, np.float64(int((hi - lo).sum())) / total
+        out.append(float(gt + 0.5 * eq))
+    return out
 
 
 def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0) -> tuple[dict, float]:

@@ -147,8 +147,7 @@ def select(
         t2 = time.perf_counter()
         pos, neg = y == k, (y != k) & (y >= 0)
         if opts and pos.any():
-            # an option's score: the mean of its heads' gated scores (np.mean's own arithmetic, kept)
-            s = np.stack([np.mean([bank.score(m, node, excl[k]) for m in o], axis=0) for o in opts])
+            s = np.stack([_mean_score(bank, o, node, excl[k]) for o in opts])
             if weights is None:
                 acc = auroc_rows(s[:, pos], s[:, neg])
             else:
@@ -213,6 +212,17 @@ def select(
         timings={k: round(v, 4) for k, v in timings.items()},
     )
     return sel, bank, y
+
+
+def _mean_score(bank: ScoreBank, option: tuple[str, ...], node: str, exclude: tuple[str, ...]) -> np.ndarray:
+    """An option's score on the node images: the mean of its heads' gated scores, with the very
+    arithmetic of `np.mean(..., axis=0)` (one head: itself; two: (a + b) / 2), without its overhead."""
+    scores = [bank.score(m, node, exclude) for m in option]
+    if len(scores) == 1:
+        return scores[0]
+    if len(scores) == 2 and scores[0].dtype == scores[1].dtype == np.float64:
+        return (scores[0] + scores[1]) / 2
+    return np.mean(scores, axis=0)
 
 
 _CANDIDATE_FIELDS = ("model", "prune_score", "gated_recall", "gated_false_alarm", "top1_hit", "support", "measured")

@@ -255,15 +255,20 @@ def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_swe
     nbrs = [sorted({d for i in e.cands[c] for d in e.users[i]} - {c}) for c in range(len(p.options))]
 
     def grow(seed: list[int]) -> tuple[int, ...]:
-        group, size, queue, seen = [], 1, list(seed), set()
+        group, size, queue, seen, local = [], 1, list(seed), set(), set()
         while queue:
             c = queue.pop(0)
             if c in seen:
                 continue
             seen.add(c)
-            if size * len(e.members[c]) <= max_combos:
+            if len(e.members[c]) < 2:  # no choice to make: walk through it to its neighbours
+                queue.extend(nbrs[c])
+                continue
+            # within the combination budget, and with at most 62 models (one bit each in an int64)
+            if size * len(e.members[c]) <= max_combos and len(local | set(e.cands[c])) <= 62:
                 group.append(c)
                 size *= len(e.members[c])
+                local |= set(e.cands[c])
                 queue.extend(nbrs[c])
         return tuple(sorted(group))
 
@@ -291,19 +296,31 @@ def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_swe
         best = int(np.argmax(val))
         return [int(x) for x in grid[:, best]] if val[best] > val[now] + 1e-12 else None
 
+    # a group's best answer depends only on its classes and their neighbours (the classes that pay
+    # for its models): one re-solved since the last change among them is skipped, result unchanged
+    touch = {g: {*g, *(d for c in g for d in nbrs[c])} for g in groups}
+    changed = [0] * len(p.options)
+    checked = dict.fromkeys(groups, -1)
+    clock = 0
     for _ in range(max_sweeps):
         improved = False
         for g in groups:
-            new = resolve(g)
-            if new is None:
+            if checked[g] >= max(changed[c] for c in touch[g]):
                 continue
-            improved = True
-            for c, o in zip(g, new):
-                for i in e.members[c][choice[c]]:
-                    count[i] -= 1
-                choice[c] = o
-                for i in e.members[c][o]:
-                    count[i] += 1
+            new = resolve(g)
+            clock += 1
+            if new is not None:
+                improved = True
+                for c, o in zip(g, new):
+                    if o == choice[c]:
+                        continue
+                    for i in e.members[c][choice[c]]:
+                        count[i] -= 1
+                    choice[c] = o
+                    for i in e.members[c][o]:
+                        count[i] += 1
+                    changed[c] = clock
+            checked[g] = clock
         if not improved:
             break
     return choice
