@@ -332,7 +332,7 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
     else:
         from mll.data.wordnet import synset_from_wnid
 
-        synsets = _ancestor_closure(synset_from_wnid(v) for v in vocabulary)
+        synsets = dict(sorted(_ancestor_closure(synset_from_wnid(v) for v in vocabulary).items()))
         scope = "closure"
     nodes = {
         k: {
@@ -344,7 +344,11 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
         }
         for k, s in synsets.items()
     }
-    edges = [(wnid(p), k) for k, s in synsets.items() for p in s.hypernyms() + s.instance_hypernyms()]
+    # parents sorted by id: NLTK keeps a synset's pointers in a set, whose order changes from process
+    # to process (string hashing), so unsorted the saved parent lists differed between two builds
+    edges = [
+        (p, k) for k, s in synsets.items() for p in sorted(wnid(p) for p in s.hypernyms() + s.instance_hypernyms())
+    ]
     children: dict[str, list[str]] = {}
     has_parent = set()
     for p, c in edges:
