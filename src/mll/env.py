@@ -38,10 +38,12 @@ def apply_offline_defaults() -> None:
 # CPU kernels for training processes. Which SIMD code path runs (ATen's vectorised kernels, oneDNN's
 # convolutions, MKL's matrix products) decides the order of float sums, so the same seed trained to
 # different weights with this machine's AVX-512 kernels than with AVX2 ones (measured by forcing each
-# variable alone: every one of the three changed the weights). Training processes therefore pin all
-# three to AVX2, which nearly every x86-64 CPU since 2013 has. Each is read once, when torch first
-# needs it, so they are set before torch runs anything; inference keeps the fastest kernels.
-TRAINING_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+# variable alone: every one of the three changed the weights). Training processes therefore pin ATen
+# and oneDNN to AVX2, which nearly every x86-64 CPU since 2013 has, and MKL to its COMPATIBLE branch
+# (its AVX2 branch is reproducible on Intel CPUs only; MKL does little work here, so SSE2 costs
+# nothing measurable). Each is read once, when torch first needs it, so they are set before torch
+# runs anything; inference keeps the fastest kernels.
+TRAINING_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 
 
 def pin_training_kernels() -> dict[str, str]:
