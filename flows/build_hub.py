@@ -6,7 +6,7 @@ import argparse
 
 from mll.env import bootstrap
 
-bootstrap()  # the offline environment, before Prefect reads its settings
+bootstrap(training=True)  # the offline environment before Prefect reads it; CPU kernels before torch runs
 
 from prefect import flow, get_run_logger, task
 

@@ -11,6 +11,7 @@ before importing Prefect.
 from __future__ import annotations
 
 import os
+import platform
 from importlib.resources import files
 
 from mll.paths import project_root
@@ -34,6 +35,34 @@ def apply_offline_defaults() -> None:
     os.environ.setdefault("PREFECT_HOME", str(project_root() / ".prefect"))
 
 
-def bootstrap() -> None:
-    """What every flow script and the CLI run first: the offline environment, before Prefect loads."""
+# CPU kernels for training processes. Which SIMD code path runs (ATen's vectorised kernels, oneDNN's
+# convolutions, MKL's matrix products) decides the order of float sums, so the same seed trained to
+# different weights with this machine's AVX-512 kernels than with AVX2 ones (measured by forcing each
+# variable alone: every one of the three changed the weights). Training processes therefore pin ATen
+# and oneDNN to AVX2, which nearly every x86-64 CPU since 2013 has, and MKL to its COMPATIBLE branch
+# (its AVX2 branch is reproducible on Intel CPUs only; MKL does little work here, so SSE2 costs
+# nothing measurable). Each is read once, when torch first needs it, so they are set before torch
+# runs anything; inference keeps the fastest kernels.
+TRAINING_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
+
+
+def pin_training_kernels() -> dict[str, str]:
+    """Set TRAINING_KERNELS where the user has not, on x86-64 CPUs with AVX2 (elsewhere, e.g. on
+    ARM, nothing: native kernels). Returns what is in effect."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    from torch.cpu import _is_avx2_supported  # CPU feature test only: selects no kernels
+
+    if not _is_avx2_supported():  # ATen would take the pin on trust and fault on AVX2 instructions
+        return {}
+    for k, v in TRAINING_KERNELS.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in TRAINING_KERNELS}
+
+
+def bootstrap(training: bool = False) -> None:
+    """What every flow script and the CLI run first: the offline environment, before Prefect loads;
+    for a process that trains models, also the pinned CPU kernels (`pin_training_kernels`)."""
     apply_offline_defaults()
+    if training:
+        pin_training_kernels()

@@ -14,7 +14,6 @@ import contextlib
 import gc
 import json
 import os
-import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -335,7 +334,6 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
     Args:
         vocabulary: synset ids to cover; None builds the full noun graph (82,115 nodes).
     """
-    t0 = time.perf_counter()
     wn = get_wordnet()
     if vocabulary is None:
         synsets = {wnid(s): s for s in wn.all_synsets("n")}
@@ -343,7 +341,7 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
     else:
         from mll.data.wordnet import synset_from_wnid
 
-        synsets = _ancestor_closure(synset_from_wnid(v) for v in vocabulary)
+        synsets = dict(sorted(_ancestor_closure(synset_from_wnid(v) for v in vocabulary).items()))
         scope = "closure"
     nodes = {
         k: {
@@ -355,7 +353,11 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
         }
         for k, s in synsets.items()
     }
-    edges = [(wnid(p), k) for k, s in synsets.items() for p in s.hypernyms() + s.instance_hypernyms()]
+    # parents sorted by id: NLTK keeps a synset's pointers in a set, whose order changes from process
+    # to process (string hashing), so unsorted the saved parent lists differed between two builds
+    edges = [
+        (p, k) for k, s in synsets.items() for p in sorted(wnid(p) for p in s.hypernyms() + s.instance_hypernyms())
+    ]
     children: dict[str, list[str]] = {}
     has_parent = set()
     for p, c in edges:
@@ -372,7 +374,9 @@ def build_sdag(vocabulary: Iterable[str] | None = None) -> SDAG:
                 queue.append(c)
     for k, d in depth.items():
         nodes[k]["depth"] = d
-    meta = {"wordnet": wn.get_version(), "scope": scope, "build_seconds": round(time.perf_counter() - t0, 2)}
+    # nothing volatile here (no timing): the saved file is a DVC output and must be byte-identical
+    # for the same WordNet, so `sdag_stage` logs the build time instead
+    meta = {"wordnet": wn.get_version(), "scope": scope}
     g = SDAG.from_edges(nodes, edges, meta)
     import networkx as nx
 

@@ -49,7 +49,9 @@ def sdag_stage(params: SdagParams, out_dir: Path, vocabulary: list[str] | None =
         raise ValueError(f"sdag.scope must be 'all' or 'closure', got {params.scope!r}")
     if params.scope == "closure" and not vocabulary:
         raise ValueError("sdag.scope 'closure' needs a vocabulary of synset ids")
+    t0 = time.perf_counter()
     g = build_sdag(None if params.scope == "all" else vocabulary)
+    seconds = time.perf_counter() - t0
     g.save(out_dir)
-    log(f"SDAG: {len(g)} nodes, {g.graph.number_of_edges()} edges, built in {g.meta['build_seconds']} s -> {out_dir}")
+    log(f"SDAG: {len(g)} nodes, {g.graph.number_of_edges()} edges, built in {seconds:.1f} s -> {out_dir}")
     return g

@@ -21,6 +21,8 @@ import yaml
 from mll.data.wordnet import is_wnid
 
 CARD_FILE = "card.yaml"
+# provenance that identifies a run rather than the model: left out of `ExpertCard.content_hash`
+VOLATILE_PROVENANCE = ("mlflow_run_id",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -82,8 +84,11 @@ class ExpertCard:
         return d
 
     def content_hash(self) -> str:
-        """sha256 of the card's canonical YAML: the labeling key changes when anything here does."""
-        return hashlib.sha256(yaml.safe_dump(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """sha256 of the card's canonical YAML: the labeling key changes when anything here does,
+        except the MLflow run id, which differs on every retraining even when the weights do not."""
+        d = self.to_dict()
+        d["provenance"] = {k: v for k, v in d["provenance"].items() if k not in VOLATILE_PROVENANCE}
+        return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
