@@ -307,3 +307,26 @@ def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tiny_clip):
     cell = run_cell(c2, six, "clip", OutputCache())
     assert cell["status"] == "ok" and cell["models"] == ["patch"] and 0.0 <= cell["accuracy"] <= 1.0
     assert tiny_clip[0] in cell["detail"] and set(cell["per_class"]) == set(six.classes)
+
+
+def test_ablations_isolate_what_they_name(world, six):
+    """w/o gates keeps stacking; w/o CHCO stacks every covering head; one head per class has no model
+    cost; w/o gates or stacking is the plain mean."""
+    ctx, cache = world["ctx"], OutputCache()
+    cells = {m: run_cell(ctx, six, m, cache) for m in ("mll", "stack_ungated", "stack_all", "one_head", "ungated")}
+    assert all(c["status"] == "ok" and 0.0 <= c["accuracy"] <= 1.0 for c in cells.values())
+    assert cells["mll"]["combiner"] == "stacking" and set(cells["mll"]["modes"].values()) == {"stacking"}
+    assert cells["stack_ungated"]["combiner"] == "stacking-ungated"
+    assert cells["stack_ungated"]["answered_by"] == cells["mll"]["answered_by"]  # the same CHCO choice
+    assert cells["ungated"]["combiner"] == "statistics-ungated"
+    assert set(cells["ungated"]["modes"].values()) == {"statistics"}
+    index = ctx.index
+    from mll.solve.task import covering_models
+
+    for c, models in cells["stack_all"]["answered_by"].items():
+        assert models == covering_models(index, cells["stack_all"]["matched"][c])
+    assert cells["stack_all"]["combiner"] == "stacking"
+    assert all(len(ms) == 1 for ms in cells["one_head"]["answered_by"].values())
+    for m in ("stack_ungated", "stack_all", "one_head"):
+        assert get_method(m).label and not get_method(m).reference
+

@@ -114,8 +114,10 @@ class SolveParams:
     max_heads: int = 2  # heads per class at most
     cost_per_model: float = 0.01  # objective penalty per distinct model run
     solver: str = "auto"  # auto | exact | heuristic
-    min_node_images: int = 5  # per class, to fit the stacking combiner
-    use_gates: bool = True  # False = the ablation without gates/calibration
+    min_node_images: int = 5  # per class, to be stacked; a thinner class falls back to statistics
+    combiner: str = "auto"  # auto (per-class fallback) | per_task | stacking | statistics | hybrid (mll.solve.reuse)
+    use_gates: bool = True  # False: the combiner without gates (no gate features, no gate weights)
+    temperature: str = "full"  # logits / T_m before subtree sums: none | full (heads stored in full) | all
     max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
     adapt: bool = True  # reweight node data towards the task's images before predicting (mll.solve.adaptation)
     batch_size: int = 64
