@@ -330,3 +330,69 @@ def test_ablations_isolate_what_they_name(world, six):
     for m in ("stack_ungated", "stack_all", "one_head"):
         assert get_method(m).label and not get_method(m).reference
 
+
+@pytest.fixture(scope="module")
+def user_names(tmp_path_factory) -> dict:
+    words = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five"}
+    return {"six": {"words": words, "bad": {**words, "2": "blorptastic"}}}
+
+
+def test_user_name_tasks_reuse_the_base_tasks_images(world, small_sdag, user_names, tmp_path):
+    from mll.bench.tasks import build_tasks, load_user_names
+
+    path = tmp_path / "names.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(user_names))
+    names = load_user_names(path)
+    bp = BenchmarkParams(max_per_class=8, tasks={"six": SIX}, user_name_methods=("mll", "top1"))
+    tasks = {t.name: t for t in build_tasks(bp.tasks, world["test"], small_sdag, bp, {"digits"}, names)}
+    assert list(tasks) == ["six", "six@words", "six@bad"]
+    six, words = tasks["six"], tasks["six@words"]
+    assert words.uris == six.uris and words.y.tolist() == six.y.tolist() and words.oracle is None
+    assert words.classes == ["zero", "one", "two", "three", "four", "five"] and words.support["two"] == 8
+    assert (words.base, words.naming) == ("six", "words") and words.describe()["base"] == "six"
+    assert words.images() is six.images()  # decoded once
+    # the user-name tasks get their own methods; a name that matches nothing fails its cell, not the grid
+    assert [c for c in grid(list(tasks.values()), replace_methods(bp)) if c[0] == "six@bad"] == [
+        ("six@bad", "mll", None),
+        ("six@bad", "top1", None),
+    ]
+    ctx, cache = world["ctx"], OutputCache()
+    base_cell = run_cell(ctx, six, "mll", cache)
+    cell = run_cell(ctx, words, "mll", cache)
+    assert cell["status"] == "ok" and cell["accuracy"] == base_cell["accuracy"]  # same synsets, same answer
+    bad = run_cell(ctx, tasks["six@bad"], "mll", cache)
+    assert bad["status"] == "failed" and bad["accuracy"] is None and "blorptastic" in bad["reason"]
+    # a file naming a task the benchmark lacks, or leaving a class unnamed, is an error that says so
+    with pytest.raises(ValueError, match="'seven' is not a benchmark task"):
+        build_tasks(bp.tasks, world["test"], small_sdag, bp, set(), {"seven": {"w": {}}})
+    with pytest.raises(ValueError, match=r"six@w: no name for class\(es\) \['5'\]"):
+        build_tasks(bp.tasks, world["test"], small_sdag, bp, set(), {"six": {"w": {str(d): "x" for d in range(5)}}})
+
+
+def replace_methods(bp: BenchmarkParams) -> BenchmarkParams:
+    from dataclasses import replace
+
+    return replace(bp, methods=("mll", "single"))
+
+
+def test_load_state_reads_the_user_names_next_to_params(world, user_names, tmp_path):
+    import yaml
+
+    from mll.bench.run import load_state
+
+    (tmp_path / "names.yaml").write_text(yaml.safe_dump(user_names))
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        world["params"]
+        .read_text()
+        .replace("  tasks:\n", "  user_names: names.yaml\n  user_name_methods: [mll]\n  tasks:\n")
+    )
+    st = load_state(
+        str(params), str(world["hub"]), str(world["labels"]), str(world["sdag"]), str(world["manifest"]), "", None
+    )
+    assert {"six@words", "six@bad", "ten"} <= set(st["tasks"]) and st["tasks"]["six@words"].base == "six"
+    params.write_text(params.read_text().replace("user_name_methods: [mll]", "user_name_methods: [mll, magic]"))
+    with pytest.raises(ValueError, match=r"user_name_methods has unknown \['magic'\]"):
+        load_params(params)

@@ -140,6 +140,8 @@ class BenchmarkParams:
     workers: int = 1  # cells run at once (threads); 1 on 2 cores, where torch already uses both
     oracles: dict[str, TrainOverrides] = field(default_factory=dict)  # dataset -> overrides of experts.defaults
     tasks: dict[str, Any] = field(default_factory=dict)  # task name -> {source: dataset} | {classes: {...}}
+    user_names: str | None = None  # file of user-typed names per task (relative to params.yaml): task@naming tasks
+    user_name_methods: tuple[str, ...] = ("mll",)  # the methods run on the user-name tasks
 
 
 @dataclass(frozen=True)
