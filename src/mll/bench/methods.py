@@ -281,10 +281,14 @@ PLAIN_MEAN = {"use_gates": False, "combiner": "statistics"}  # mean of P_m(t_k|x
 
 
 @register_method(
-    "uniform", label="uniform ensemble", heads="every covering head", combination="plain mean of P_m(t_k|x)"
+    "uniform",
+    label="uniform ensemble",
+    heads="every covering head",
+    combination="plain mean of P_m(t_k|x) (softmax at T = 1)",
 )
 def _uniform(run: CellRun) -> None:
-    run.fill(run.solve(cfg=replace(run.static, **PLAIN_MEAN), fixed=lambda cov: cov))
+    # the baseline stays plain: the models' own softmax, no temperature (MLL's ablations keep MLL's)
+    run.fill(run.solve(cfg=replace(run.static, temperature="none", **PLAIN_MEAN), fixed=lambda cov: cov))
 
 
 @register_method(
