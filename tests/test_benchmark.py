@@ -343,7 +343,7 @@ def test_user_name_tasks_reuse_the_base_tasks_images(world, small_sdag, user_nam
     path = tmp_path / "names.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump(user_names))
+    path.write_text(yaml.safe_dump(user_names, sort_keys=False))
     names = load_user_names(path)
     bp = BenchmarkParams(max_per_class=8, tasks={"six": SIX}, user_name_methods=("mll", "top1"))
     tasks = {t.name: t for t in build_tasks(bp.tasks, world["test"], small_sdag, bp, {"digits"}, names)}
@@ -382,7 +382,7 @@ def test_load_state_reads_the_user_names_next_to_params(world, user_names, tmp_p
 
     from mll.bench.run import load_state
 
-    (tmp_path / "names.yaml").write_text(yaml.safe_dump(user_names))
+    (tmp_path / "names.yaml").write_text(yaml.safe_dump(user_names, sort_keys=False))
     params = tmp_path / "params.yaml"
     params.write_text(
         world["params"]
