@@ -45,7 +45,7 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
     c = bm.run_cell(st["ctx"], t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]))
     with _LOCK:
         bm.log_cell(c, t, enabled=st["params"].track)
-    acc = "skipped: " + c["reason"] if c["status"] == "skipped" else f"{c['accuracy']:.4f}"
+    acc = f"{c['accuracy']:.4f}" if c["status"] == "ok" else f"{c['status']}: {c['reason']}"
     get_run_logger().info(
         f"{task_name} / {method}{'' if seed is None else f' seed {seed}'}: {acc} ({c['seconds']:.1f} s) {c['detail']}"
     )

@@ -34,12 +34,17 @@ def world(tiny_world, tiny_labels, tmp_path_factory):
     train = root / "expert_train.parquet"
     frame[frame.split == "expert_train"].reset_index(drop=True).to_parquet(train)
     params = root / "params.yaml"
+    # one user-name task whose names the matcher cannot resolve: its cell fails, the grid goes on
+    (root / "names.yaml").write_text(
+        "six:\n  bad: {'0': zero, '1': one, '2': blorptastic, '3': three, '4': four, '5': five}\n"
+    )
     params.write_text(
         "experts:\n  defaults: {arch: test_resnet, epochs: 6, input_size: 16, batch_size: 64, lr: 0.003}\n"
         "solve:\n  device: cpu\n"
         "benchmark:\n  max_per_class: 8\n  random_seeds: 2\n  growth_sizes: [1, 2]\n  growth_seeds: 3\n"
         "  growth_methods: [mll, uniform]\n  methods: [mll, single, uniform, random, top1, ungated, oracle, clip]\n"
         "  oracles: {digits: {}}\n"
+        "  user_names: names.yaml\n  user_name_methods: [mll]\n"
         "  tasks:\n    six: {classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
         " '3': {digits: ['3']}, '4': {digits: ['4']}, '5': {digits: ['5']}}}\n"
         "    ten: {source: digits}\n"
@@ -197,9 +202,11 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
         cache_dir=str(tmp_path / "outputs"),
     )
     saved = json.loads(out.read_text())
-    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten"}
+    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten", "six@bad"}
     per = {(c["task"], c["method"], c["seed"]) for c in saved["cells"]}
-    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9
+    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9 + 1
+    bad = next(c for c in saved["cells"] if c["task"] == "six@bad")
+    assert bad["method"] == "mll" and bad["status"] == "failed" and "blorptastic" in bad["reason"]
     assert {(g["size"], g["method"]) for g in saved["growth"]} == {
         (1, "mll"),
         (1, "uniform"),
@@ -208,12 +215,13 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
     }
     summary = write_report(out, tmp_path / "reports")
     assert summary["oracle"]["ratio"] is not None and summary["skipped"]["clip"]
+    assert summary["user_names"]["failed"] == ["six@bad"] and "six@bad" not in summary["tasks"]
     assert (tmp_path / "reports" / "plots" / "growth.png").is_file()
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["benchmark"])
-    assert len(runs) == 18 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
+    assert len(runs) == 19 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
     mll = runs[runs["tags.method"] == "mll"].set_index("tags.task")["metrics.accuracy"]
     assert mll["six"] > 0.6 and mll["ten"] < mll["six"]  # four of ten classes covered: far lower
 
@@ -377,22 +385,22 @@ def replace_methods(bp: BenchmarkParams) -> BenchmarkParams:
     return replace(bp, methods=("mll", "single"))
 
 
-def test_load_state_reads_the_user_names_next_to_params(world, user_names, tmp_path):
-    import yaml
-
+def test_load_state_reads_the_user_names_next_to_params(world, tmp_path):
     from mll.bench.run import load_state
 
-    (tmp_path / "names.yaml").write_text(yaml.safe_dump(user_names, sort_keys=False))
+    st = load_state(
+        str(world["params"]),
+        str(world["hub"]),
+        str(world["labels"]),
+        str(world["sdag"]),
+        str(world["manifest"]),
+        "",
+        None,
+    )
+    assert set(st["tasks"]) == {"six", "ten", "six@bad"} and st["tasks"]["six@bad"].base == "six"
     params = tmp_path / "params.yaml"
     params.write_text(
-        world["params"]
-        .read_text()
-        .replace("  tasks:\n", "  user_names: names.yaml\n  user_name_methods: [mll]\n  tasks:\n")
+        world["params"].read_text().replace("user_name_methods: [mll]", "user_name_methods: [mll, magic]")
     )
-    st = load_state(
-        str(params), str(world["hub"]), str(world["labels"]), str(world["sdag"]), str(world["manifest"]), "", None
-    )
-    assert {"six@words", "six@bad", "ten"} <= set(st["tasks"]) and st["tasks"]["six@words"].base == "six"
-    params.write_text(params.read_text().replace("user_name_methods: [mll]", "user_name_methods: [mll, magic]"))
     with pytest.raises(ValueError, match=r"user_name_methods has unknown \['magic'\]"):
         load_params(params)
