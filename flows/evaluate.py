@@ -1,6 +1,7 @@
 """Flow `evaluate`: the mll-offline benchmark grid (DVC stage `benchmark`).
 
-One Prefect task per (task, method[, seed]) cell, then one per random sub-hub of the growth curve,
+One Prefect task per (task, method[, seed]) cell, then one per random sub-hub of the growth curve
+(over the base tasks: a user-name task repeats its base task's images),
 so a large grid can fan out over workers. Every cell goes through `mll.bench.run.run_cell`, which
 runs the method registered in `mll.bench.methods` (the hub-based ones solve with the same
 `mll.solve.evaluate` path as `mll eval`), and is one MLflow run in experiment `benchmark`. Writes the
@@ -44,7 +45,7 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
     c = bm.run_cell(st["ctx"], t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]))
     with _LOCK:
         bm.log_cell(c, t, enabled=st["params"].track)
-    acc = "skipped: " + c["reason"] if c["status"] == "skipped" else f"{c['accuracy']:.4f}"
+    acc = f"{c['accuracy']:.4f}" if c["status"] == "ok" else f"{c['status']}: {c['reason']}"
     get_run_logger().info(
         f"{task_name} / {method}{'' if seed is None else f' seed {seed}'}: {acc} ({c['seconds']:.1f} s) {c['detail']}"
     )
@@ -54,11 +55,10 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
 @task(name="growth-cell", cache_policy=NO_CACHE)
 def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
     st = _state(paths)
-    rows = bm.growth_cell(
-        st["ctx"], list(st["tasks"].values()), size, seed, models, st["params"].growth_methods, st["cache"]
-    )
+    tasks = bm.base_tasks(st["tasks"])
+    rows = bm.growth_cell(st["ctx"], tasks, size, seed, models, st["params"].growth_methods, st["cache"])
     mean = {
-        m: round(sum(r["accuracy"] for r in rows if r["method"] == m) / len(st["tasks"]), 3)
+        m: round(sum(r["accuracy"] for r in rows if r["method"] == m) / len(tasks), 3)
         for m in st["params"].growth_methods
     }
     get_run_logger().info(f"sub-hub size {size} seed {seed} {models}: mean accuracy {mean}")
@@ -91,7 +91,7 @@ def evaluate_flow(
     }
     st = _state(paths)
     bp = st["params"]
-    grid = bm.grid(list(st["tasks"]), bp)
+    grid = bm.grid(list(st["tasks"].values()), bp)
     cells = [f.result() for f in [cell.submit(t, m, s, paths) for t, m, s in grid]]
     subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed)
     rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]

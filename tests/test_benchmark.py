@@ -35,12 +35,17 @@ def world(tiny_world, tiny_labels, tmp_path_factory):
     train = root / "expert_train.parquet"
     frame[frame.split == "expert_train"].reset_index(drop=True).to_parquet(train)
     params = root / "params.yaml"
+    # one user-name task whose names the matcher cannot resolve: its cell fails, the grid goes on
+    (root / "names.yaml").write_text(
+        "six:\n  bad: {'0': zero, '1': one, '2': blorptastic, '3': three, '4': four, '5': five}\n"
+    )
     params.write_text(
         "experts:\n  defaults: {arch: test_resnet, epochs: 6, input_size: 16, batch_size: 64, lr: 0.003}\n"
         "solve:\n  device: cpu\n"
         "benchmark:\n  max_per_class: 8\n  random_seeds: 2\n  growth_sizes: [1, 2]\n  growth_seeds: 3\n"
         "  growth_methods: [mll, uniform]\n  methods: [mll, single, uniform, random, top1, ungated, oracle, clip]\n"
         "  oracles: {digits: {}}\n"
+        "  user_names: names.yaml\n  user_name_methods: [mll]\n"
         "  tasks:\n    six: {classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
         " '3': {digits: ['3']}, '4': {digits: ['4']}, '5': {digits: ['5']}}}\n"
         "    ten: {source: digits}\n"
@@ -198,9 +203,11 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
         cache_dir=str(tmp_path / "outputs"),
     )
     saved = json.loads(out.read_text())
-    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten"}
+    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten", "six@bad"}
     per = {(c["task"], c["method"], c["seed"]) for c in saved["cells"]}
-    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9
+    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9 + 1
+    bad = next(c for c in saved["cells"] if c["task"] == "six@bad")
+    assert bad["method"] == "mll" and bad["status"] == "failed" and "blorptastic" in bad["reason"]
     assert {(g["size"], g["method"]) for g in saved["growth"]} == {
         (1, "mll"),
         (1, "uniform"),
@@ -209,12 +216,13 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
     }
     summary = write_report(out, tmp_path / "reports")
     assert summary["oracle"]["ratio"] is not None and summary["skipped"]["clip"]
+    assert summary["user_names"]["failed"] == ["six@bad"] and "six@bad" not in summary["tasks"]
     assert (tmp_path / "reports" / "plots" / "growth.png").is_file()
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["benchmark"])
-    assert len(runs) == 18 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
+    assert len(runs) == 19 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
     mll = runs[runs["tags.method"] == "mll"].set_index("tags.task")["metrics.accuracy"]
     assert mll["six"] > 0.6 and mll["ten"] < mll["six"]  # four of ten classes covered: far lower
 
@@ -308,3 +316,92 @@ def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tiny_clip):
     cell = run_cell(c2, six, "clip", OutputCache())
     assert cell["status"] == "ok" and cell["models"] == ["patch"] and 0.0 <= cell["accuracy"] <= 1.0
     assert tiny_clip[0] in cell["detail"] and set(cell["per_class"]) == set(six.classes)
+
+
+def test_ablations_isolate_what_they_name(world, six):
+    """w/o gates keeps stacking; w/o CHCO stacks every covering head; one head per class has no model
+    cost; w/o gates or stacking is the plain mean."""
+    ctx, cache = world["ctx"], OutputCache()
+    cells = {m: run_cell(ctx, six, m, cache) for m in ("mll", "stack_ungated", "stack_all", "one_head", "ungated")}
+    assert all(c["status"] == "ok" and 0.0 <= c["accuracy"] <= 1.0 for c in cells.values())
+    assert cells["mll"]["combiner"] == "stacking" and set(cells["mll"]["modes"].values()) == {"stacking"}
+    assert cells["stack_ungated"]["combiner"] == "stacking-ungated"
+    assert cells["stack_ungated"]["answered_by"] == cells["mll"]["answered_by"]  # the same CHCO choice
+    assert cells["ungated"]["combiner"] == "statistics-ungated"
+    assert set(cells["ungated"]["modes"].values()) == {"statistics"}
+    index = ctx.index
+    from mll.solve.task import covering_models
+
+    for c, models in cells["stack_all"]["answered_by"].items():
+        assert models == covering_models(index, cells["stack_all"]["matched"][c])
+    assert cells["stack_all"]["combiner"] == "stacking"
+    assert all(len(ms) == 1 for ms in cells["one_head"]["answered_by"].values())
+    for m in ("stack_ungated", "stack_all", "one_head"):
+        assert get_method(m).label and not get_method(m).reference
+
+
+@pytest.fixture(scope="module")
+def user_names(tmp_path_factory) -> dict:
+    words = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five"}
+    return {"six": {"words": words, "bad": {**words, "2": "blorptastic"}}}
+
+
+def test_user_name_tasks_reuse_the_base_tasks_images(world, small_sdag, user_names, tmp_path):
+    from mll.bench.tasks import build_tasks, load_user_names
+
+    path = tmp_path / "names.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(user_names, sort_keys=False))
+    names = load_user_names(path)
+    bp = BenchmarkParams(max_per_class=8, tasks={"six": SIX}, user_name_methods=("mll", "top1"))
+    tasks = {t.name: t for t in build_tasks(bp.tasks, world["test"], small_sdag, bp, {"digits"}, names)}
+    assert list(tasks) == ["six", "six@words", "six@bad"]
+    six, words = tasks["six"], tasks["six@words"]
+    assert words.uris == six.uris and words.y.tolist() == six.y.tolist() and words.oracle is None
+    assert words.classes == ["zero", "one", "two", "three", "four", "five"] and words.support["two"] == 8
+    assert (words.base, words.naming) == ("six", "words") and words.describe()["base"] == "six"
+    assert words.images() is six.images()  # decoded once
+    # the user-name tasks get their own methods; a name that matches nothing fails its cell, not the grid
+    assert [c for c in grid(list(tasks.values()), replace_methods(bp)) if c[0] == "six@bad"] == [
+        ("six@bad", "mll", None),
+        ("six@bad", "top1", None),
+    ]
+    ctx, cache = world["ctx"], OutputCache()
+    base_cell = run_cell(ctx, six, "mll", cache)
+    cell = run_cell(ctx, words, "mll", cache)
+    assert cell["status"] == "ok" and cell["accuracy"] == base_cell["accuracy"]  # same synsets, same answer
+    bad = run_cell(ctx, tasks["six@bad"], "mll", cache)
+    assert bad["status"] == "failed" and bad["accuracy"] is None and "blorptastic" in bad["reason"]
+    # a file naming a task the benchmark lacks, or leaving a class unnamed, is an error that says so
+    with pytest.raises(ValueError, match="'seven' is not a benchmark task"):
+        build_tasks(bp.tasks, world["test"], small_sdag, bp, set(), {"seven": {"w": {}}})
+    with pytest.raises(ValueError, match=r"six@w: no name for class\(es\) \['5'\]"):
+        build_tasks(bp.tasks, world["test"], small_sdag, bp, set(), {"six": {"w": {str(d): "x" for d in range(5)}}})
+
+
+def replace_methods(bp: BenchmarkParams) -> BenchmarkParams:
+    from dataclasses import replace
+
+    return replace(bp, methods=("mll", "single"))
+
+
+def test_load_state_reads_the_user_names_next_to_params(world, tmp_path):
+    from mll.bench.run import load_state
+
+    st = load_state(
+        str(world["params"]),
+        str(world["hub"]),
+        str(world["labels"]),
+        str(world["sdag"]),
+        str(world["manifest"]),
+        "",
+        None,
+    )
+    assert set(st["tasks"]) == {"six", "ten", "six@bad"} and st["tasks"]["six@bad"].base == "six"
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        world["params"].read_text().replace("user_name_methods: [mll]", "user_name_methods: [mll, magic]")
+    )
+    with pytest.raises(ValueError, match=r"user_name_methods has unknown \['magic'\]"):
+        load_params(params)

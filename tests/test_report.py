@@ -297,7 +297,7 @@ def test_markdown_tables(cells, summary):
     assert "target_test" in md
     assert (
         "| task | classes | images | MLL | best single model (hindsight) | uniform ensemble | random selection | "
-        "per-class top-1 | MLL w/o gates | oracle expert | CLIP zero-shot |"
+        "per-class top-1 | MLL w/o gates or stacking | oracle expert | CLIP zero-shot |"
     ) in md
     fashion = _table_row(md, "fashion-10")
     assert fashion[:4] == ["fashion-10", "4", "150", "**0.820**"]
@@ -424,3 +424,41 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert "--readme" in capsys.readouterr().out
     assert main(["--cells", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_user_name_tasks_are_compared_with_their_base_task(cells, summary):
+    """A user-name task (same images, the user's names) stays out of the main table and its means; the
+    report gives its gap to the base task, the matcher's failures, and the classes matched elsewhere."""
+    doc = copy.deepcopy(cells)
+    base = doc["tasks"]["digits-5"]
+    doc["tasks"]["digits-5@words"] = {**base, "classes": ["nought", "one", "deuce"], "base": "digits-5", "naming": "w"}
+    doc["tasks"]["digits-5@bad"] = {**base, "classes": ["zero", "blorp", "two"], "base": "digits-5", "naming": "bad"}
+    mll = next(c for c in doc["cells"] if c["task"] == "digits-5" and c["method"] == "mll")
+    mll["matched"] = {"zero": "n13742358", "one": "n13742573", "two": "n13743269"}
+    mll["matched_names"] = {"zero": "zero.n.02", "one": "one.n.01", "two": "two.n.01"}
+    words = {
+        **_cell("digits-5", "mll", 0.60),
+        "task": "digits-5@words",
+        "per_class": {"nought": 0.9, "one": 0.7, "deuce": 0.2},
+        "matched": {"nought": "n13742358", "one": "n13742573", "deuce": "n02000000"},
+        "matched_names": {"nought": "zero.n.02", "one": "one.n.01", "deuce": "deuce.n.04"},
+    }
+    bad = {**_cell("digits-5", "mll", None), "task": "digits-5@bad", "status": "failed"}
+    bad["reason"] = "matching: no SDAG node matches 'blorp'"
+    doc["cells"] += [words, bad, {**_cell("digits-5", "top1", 0.80), "task": "digits-5@words"}]
+    s = summarize(doc)
+    assert s["tasks"] == summary["tasks"] and s["mean"] == summary["mean"]  # the main table is unchanged
+    block = s["user_names"]
+    assert block["n_tasks"] == 2 and block["failed"] == ["digits-5@bad"]
+    row = block["tasks"]["digits-5@words"]
+    assert row["mll"] == 0.6 and row["mll_gap"] == pytest.approx(-0.1) and row["top1_gap"] == pytest.approx(0.06)
+    assert block["mean_gap"] == {"mll": pytest.approx(-0.1), "top1": pytest.approx(0.06)}
+    assert list(row["other_synsets"]) == ["deuce"] and row["other_synsets"]["deuce"]["base_name"] == "two.n.01"
+    assert "matching" in block["tasks"]["digits-5@bad"]["failed"]
+    md = markdown(doc, s)
+    assert "## User-typed names" in md and "| digits-5 | w | 0.600 (-0.100) |" in md
+    assert "| digits-5 | bad | failed |" in md and "no SDAG node matches 'blorp'" in md
+    assert "| digits-5@words | deuce | deuce.n.04 | two | two.n.01 | 0.200 vs 0.700 |" in md
+    assert "### digits-5@words" not in md  # per-class support: base tasks only
+    assert not any(label.startswith("digits-5@") for label in answer_matrix(doc)[0])
+    assert "## User-typed names" not in markdown(cells, summary)  # no user-name task, no section

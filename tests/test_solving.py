@@ -262,3 +262,121 @@ def test_solve_task_flow(prefect_server, ctx, tiny_world, tmp_path):
         [str(task)], str(params), str(tiny_world["hub"].root), str(ctx.index.root), str(tiny_world["sdag"])
     )
     assert out[0]["accuracy"] > 0.7 and out[0]["selection"] == {"five": ["high"], "zero": ["low"]}
+
+
+# --- per-class fallback, temperature, weighted estimate ---------------------------------------------
+def _thin(y: np.ndarray, k: int, keep: int) -> np.ndarray:
+    """Node-data labels with class k cut to its first `keep` images (the others: not node data)."""
+    y = y.copy()
+    y[np.flatnonzero(y == k)[keep:]] = -1
+    return y
+
+
+def test_one_thin_class_falls_back_alone(ctx, tiny_world):
+    from mll.solve.reuse import choose_combiner, fit_combiner
+
+    p = plan(ctx, ["0", "1", "3", "4"])
+    assert p.combiner.kind == "stacking" and {c.mode for c in p.selection.classes} == {"stacking"}
+    y = _thin(p.y, 2, keep=2)  # class "3" keeps two node images: too few to stack
+    assert choose_combiner([0, 1, 2, 3], y, 5, "per_task") == ("statistics", [])  # the old rule: whole task
+    assert choose_combiner([0, 1, 2, 3], y, 5) == ("hybrid", [0, 1, 3])
+    assert choose_combiner([0, 1, 2, 3], _thin(_thin(y, 0, 1), 1, 1), 5) == ("statistics", [])  # one stackable: none
+    comb, cols = fit_combiner(p.selection, p.bank, y, ctx.sdag, ctx.cards, min_node_images=5)
+    assert comb.kind == "hybrid" and p.selection.combiner == "hybrid" and comb.stacked == [0, 1, 3]
+    assert [c.mode for c in p.selection.classes] == ["stacking", "stacking", "statistics", "stacking"]
+    # one probability: the stacked classes share the mass the statistics combination gives them
+    logp = {m: p.bank.logp(m) for m in comb.models}
+    gates = {m: p.bank.gate(m) for m in comb.models}
+    probs, q = comb.predict_proba(logp, gates, cols), comb.statistics(logp, gates, cols)
+    stack = comb.clf.predict_proba(comb.features(logp, gates, cols))
+    assert np.allclose(probs.sum(1), 1.0) and np.allclose(probs[:, 2], q[:, 2])
+    assert np.allclose(probs[:, [0, 1, 3]], q[:, [0, 1, 3]].sum(1, keepdims=True) * stack)
+    # on the task's images it beats sending the whole task to statistics
+    test = tiny_world["test"]
+    test = test[test["class_name"].isin(["0", "1", "3", "4"])]
+    images = [open_image(u) for u in test["uri"]]
+    truth = test["class_name"].map({"0": 0, "1": 1, "3": 2, "4": 3}).to_numpy()
+    p.combiner, p.cols = comb, cols
+    hybrid = (predict(ctx, p, images)[0].argmax(1) == truth).mean()
+    # the rule before: one thin class sent the whole task to statistics
+    p.combiner, p.cols = fit_combiner(p.selection, p.bank, y, ctx.sdag, ctx.cards, 5, combiner="per_task")
+    assert p.combiner.kind == "statistics" and {c.mode for c in p.selection.classes} == {"statistics"}
+    statistics = (predict(ctx, p, images)[0].argmax(1) == truth).mean()
+    assert hybrid > statistics, (hybrid, statistics)  # on this fixture: 0.70 vs 0.55
+
+
+def test_eval_report_says_which_mode_answered(ctx, tiny_world):
+    from dataclasses import replace
+
+    from mll.solve.task import evaluate
+
+    test = tiny_world["test"]
+    test = test[test["class_name"].isin(["0", "3"])]
+    images, y = [open_image(u) for u in test["uri"]], (test["class_name"] == "3").to_numpy().astype(int)
+    rep = evaluate(ctx, plan(ctx, ["0", "3"]), images, y)
+    assert {v["mode"] for v in rep["per_class"].values()} == {"stacking"} and rep["combiner"] == "stacking"
+    assert rep["details"]["classes"][0]["mode"] == "stacking"
+    # more node images asked for than any class has: statistics answers every class
+    rep = evaluate(ctx, plan(ctx, ["0", "3"], cfg=replace(ctx.cfg, min_node_images=100)), images, y)
+    assert {v["mode"] for v in rep["per_class"].values()} == {"statistics"} and rep["combiner"] == "statistics"
+    # without gates: the same combiners, minus the gate features
+    p = plan(ctx, ["0", "3"], cfg=replace(ctx.cfg, use_gates=False))
+    assert p.selection.combiner == "stacking-ungated" and p.combiner.clf.coef_.shape[1] == len(p.combiner.pairs)
+
+
+def test_temperature_scales_the_logits_before_subtree_sums(ctx):
+    """solve.temperature divides each model's logits by its label's fitted T before the subtree sums,
+    in selection and in the combiner alike; the gate keeps reading the outputs it was fitted on."""
+    import torch
+
+    from mll.solve.nodedata import tempered
+
+    z = torch.randn(7, 5) * 3
+    for t in (0.5, 1.0, 2.5):
+        want = torch.log_softmax(z / t, 1).numpy()
+        assert np.allclose(tempered(torch.log_softmax(z, 1).numpy(), t), want, atol=1e-5)
+    from dataclasses import replace
+
+    hot = plan(ctx, ["0", "1", "3", "4"])  # default: heads stored in full (all of the tiny hub's)
+    cold = plan(ctx, ["0", "1", "3", "4"], cfg=replace(ctx.cfg, temperature="none"))
+    assert ctx.cfg.temperature == "full" and all(ctx.index.summaries[m]["storage"] == "full" for m in ctx.index.models)
+    temps = {m: ctx.index.summaries[m]["temperature"] for m in hot.combiner.models}
+    assert hot.combiner.temps == pytest.approx(temps) and cold.combiner.temps == {}
+    assert any(abs(t - 1.0) > 1e-3 for t in temps.values())  # so the two must differ
+    m, _, node = hot.combiner.pairs[0]
+    assert not np.allclose(hot.bank.subtree_prob(m, node), cold.bank.subtree_prob(m, node))
+    assert np.allclose(hot.bank.gate(m), cold.bank.gate(m))  # the gate reads the outputs it was fitted on
+    logp = {k: hot.bank.logp(k) for k in hot.combiner.models}
+    feats = hot.combiner.features(logp, {k: hot.bank.gate(k) for k in hot.combiner.models}, hot.cols)
+    sub = np.exp(tempered(logp[m], temps[m])[:, hot.cols[(m, node)]]).sum(1)
+    assert np.allclose(feats[:, 0], np.log(np.clip(sub, 1e-8, 1.0)), atol=1e-6)
+    # `full` leaves a top-k stored head at T = 1 (its tail mass is not known); `all` scales it too
+    from mll.solve.nodedata import ScoreBank
+
+    summaries = ctx.index.summaries
+    saved = summaries[m]["storage"]
+    try:
+        summaries[m]["storage"] = "top2"
+        assert ScoreBank(ctx.index, ctx.sdag, [], ctx.cards, "full").temperature(m) == 1.0
+        assert ScoreBank(ctx.index, ctx.sdag, [], ctx.cards, "all").temperature(m) == pytest.approx(temps[m])
+    finally:
+        summaries[m]["storage"] = saved
+    with pytest.raises(ValueError, match=r"solve\.temperature: 'yes' is not one of none, full, all"):
+        ScoreBank(ctx.index, ctx.sdag, [], ctx.cards, "yes")
+
+
+def test_estimated_accuracy_uses_the_node_weights(ctx):
+    from mll.solve.reuse import simulate_accuracy
+
+    p = plan(ctx, ["0", "1", "3", "4"])
+    comb, y = p.combiner, p.y
+    mask = np.isin(y, comb.classes)
+    logp = {m: p.bank.logp(m)[mask] for m in comb.models}
+    gates = {m: p.bank.gate(m)[mask] for m in comb.models}
+    right = np.zeros(len(y), dtype=bool)
+    right[mask] = np.asarray(comb.classes)[comb.predict_proba(logp, gates, p.cols).argmax(1)] == y[mask]
+    assert simulate_accuracy(comb, p.cols, p.bank, y) == pytest.approx(right[mask].mean())
+    w = np.where(right, 1.0, 0.0)  # weight only the images it gets right: the weighted estimate is 1
+    assert simulate_accuracy(comb, p.cols, p.bank, y, w) == pytest.approx(1.0)
+    if (mask & ~right).any():  # ... and only those it gets wrong: 0
+        assert simulate_accuracy(comb, p.cols, p.bank, y, 1.0 - w) == pytest.approx(0.0)

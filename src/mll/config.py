@@ -114,8 +114,10 @@ class SolveParams:
     max_heads: int = 2  # heads per class at most
     cost_per_model: float = 0.01  # objective penalty per distinct model run
     solver: str = "auto"  # auto | exact | heuristic
-    min_node_images: int = 5  # per class, to fit the stacking combiner
-    use_gates: bool = True  # False = the ablation without gates/calibration
+    min_node_images: int = 5  # per class, to be stacked; a thinner class falls back to statistics
+    combiner: str = "auto"  # auto (per-class fallback) | per_task | stacking | statistics | hybrid (mll.solve.reuse)
+    use_gates: bool = True  # False: the combiner without gates (no gate features, no gate weights)
+    temperature: str = "full"  # logits / T_m before subtree sums: none | full (heads stored in full) | all
     max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
     adapt: bool = True  # reweight node data towards the task's images before predicting (mll.solve.adaptation)
     batch_size: int = 64
@@ -138,6 +140,8 @@ class BenchmarkParams:
     workers: int = 1  # cells run at once (threads); 1 on 2 cores, where torch already uses both
     oracles: dict[str, TrainOverrides] = field(default_factory=dict)  # dataset -> overrides of experts.defaults
     tasks: dict[str, Any] = field(default_factory=dict)  # task name -> {source: dataset} | {classes: {...}}
+    user_names: str | None = None  # file of user-typed names per task (relative to params.yaml): task@naming tasks
+    user_name_methods: tuple[str, ...] = ("mll",)  # the methods run on the user-name tasks
 
 
 @dataclass(frozen=True)

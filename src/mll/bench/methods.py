@@ -83,6 +83,9 @@ class CellRun:
             models=rep["models"],
             answered_by=rep["selection"],
             per_class={k: v["accuracy"] for k, v in rep["per_class"].items()},
+            modes={k: v.get("mode") for k, v in rep["per_class"].items()},
+            matched=rep.get("matched", {}),
+            matched_names=rep.get("matched_names", {}),
             detail=detail,
             combiner=rep["combiner"],
             estimated_accuracy=rep["estimated_accuracy"],
@@ -242,14 +245,14 @@ def methods_table() -> str:
     "mll",
     label="MLL",
     heads="CHCO, node data weighted towards the task's images",
-    combination="calibrated, gated stacking",
+    combination="gated stacking; statistics for a class with too few node images",
 )
 def _mll(run: CellRun) -> None:
     run.fill(run.solve())
 
 
 def best_single(run: CellRun) -> tuple[dict | None, str, int]:
-    """Each covering model alone (same calibrated reuse): (report of the best on the task's labels, its
+    """Each covering model alone (same reuse as MLL): (report of the best on the task's labels, its
     name, how many were tried)."""
     pool = run.pool(run.plan())
     best, who = None, ""
@@ -264,7 +267,7 @@ def best_single(run: CellRun) -> tuple[dict | None, str, int]:
     "single",
     label="best single model (hindsight)",
     heads="one model alone; the best on the test labels (hindsight, so an upper bound for one model)",
-    combination="calibrated, gated",
+    combination="as MLL",
     hindsight=True,
     prose="the hindsight best single model",
 )
@@ -276,11 +279,18 @@ def _single(run: CellRun) -> None:
         run.fill(rep, f"{who} (best of {n} covering models, chosen on the test labels)")
 
 
+PLAIN_MEAN = {"use_gates": False, "combiner": "statistics"}  # mean of P_m(t_k|x) over a class's heads
+
+
 @register_method(
-    "uniform", label="uniform ensemble", heads="every covering head", combination="plain mean of P_m(t_k|x)"
+    "uniform",
+    label="uniform ensemble",
+    heads="every covering head",
+    combination="plain mean of P_m(t_k|x) (softmax at T = 1)",
 )
 def _uniform(run: CellRun) -> None:
-    run.fill(run.solve(cfg=replace(run.static, use_gates=False), fixed=lambda cov: cov))
+    # the baseline stays plain: the models' own softmax, no temperature (MLL's ablations keep MLL's)
+    run.fill(run.solve(cfg=replace(run.static, temperature="none", **PLAIN_MEAN), fixed=lambda cov: cov))
 
 
 @register_method(
@@ -288,7 +298,7 @@ def _uniform(run: CellRun) -> None:
     label="random selection",
     seeded=True,
     heads="every covering head of r random covering models, r = MLL's model count (several seeds)",
-    combination="calibrated, gated",
+    combination="as MLL",
 )
 def _random(run: CellRun) -> None:
     p = run.plan()
@@ -303,22 +313,57 @@ def _random(run: CellRun) -> None:
     "top1",
     label="per-class top-1",
     heads="the single best head by label statistics (no CHCO)",
-    combination="calibrated, gated stacking",
+    combination="as MLL",
 )
 def _top1(run: CellRun) -> None:
     run.fill(run.solve(cfg=replace(run.static, prune=1, max_heads=1)))
 
 
-@register_method("ungated", label="MLL w/o gates", heads="CHCO (same choice)", combination="plain mean of P_m(t_k|x)")
+@register_method(
+    "ungated",
+    label="MLL w/o gates or stacking",
+    heads="CHCO (same choice)",
+    combination="plain mean of P_m(t_k|x): no gates and no stacking",
+)
 def _ungated(run: CellRun) -> None:
+    run.fill(run.solve(cfg=replace(run.ctx.cfg, **PLAIN_MEAN)))
+
+
+@register_method(
+    "stack_ungated",
+    label="MLL w/o gates",
+    heads="CHCO (same choice)",
+    combination="as MLL without the gates (no gate features, ungated statistics for thin classes)",
+)
+def _stack_ungated(run: CellRun) -> None:
     run.fill(run.solve(cfg=replace(run.ctx.cfg, use_gates=False)))
+
+
+@register_method(
+    "stack_all",
+    label="MLL w/o CHCO",
+    heads="every covering head (no CHCO selection), node data adapted as MLL's",
+    combination="as MLL",
+)
+def _stack_all(run: CellRun) -> None:
+    run.fill(run.solve(fixed=lambda cov: cov))
+
+
+@register_method(
+    "one_head",
+    label="MLL, one head per class",
+    heads="CHCO with one head per class and no model cost",
+    combination="as MLL",
+)
+def _one_head(run: CellRun) -> None:
+    run.fill(run.solve(cfg=replace(run.ctx.cfg, max_heads=1, cost_per_model=0.0)))
 
 
 @register_method(
     "static",
     label="MLL w/o adaptation",
     heads="CHCO on unweighted node data (no adaptation to the task's images)",
-    combination="calibrated, gated",
+    combination="as MLL",
 )
 def _static(run: CellRun) -> None:
     run.fill(run.solve(cfg=run.static))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mll.bench.methods import list_methods, method_label, order_methods
-from mll.bench.summary import checked_cells
+from mll.bench.summary import checked_cells, user_tasks
 
 
 def _pyplot():
@@ -109,7 +109,8 @@ def _plot_growth(summary: dict, path: Path) -> Path:
 def answer_matrix(cells: dict) -> tuple[list[str], list[str], np.ndarray]:
     """Rows "task: class" for every class of the MLL cells, columns hub models; 1 where the model answers."""
     info = cells.get("tasks") or {}
-    mll = [c for c in checked_cells(cells) if c["method"] == "mll"]
+    users = user_tasks(cells)  # the base tasks' selections: a user-name task repeats its base's images
+    mll = [c for c in checked_cells(cells) if c["method"] == "mll" and c["task"] not in users]
     rows: list[tuple[str, str]] = []
     for c in mll:
         answered = c.get("answered_by") or {}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mll.bench.methods import find_method, get_method, list_methods, method_label, order_methods
 from mll.bench.plots import plots
-from mll.bench.summary import GROWTH_TOLERANCE, cell_value, checked_cells, summarize
+from mll.bench.summary import GROWTH_TOLERANCE, cell_value, checked_cells, summarize, user_tasks
 
 DASH = "–"
 README_START = "<!-- benchmark:start -->"
@@ -131,7 +131,10 @@ def _mll_cell(cells: dict, task: str) -> dict | None:
 def support_tables(cells: dict) -> str:
     """Per task: its classes with the number of test images, plus MLL's per-class accuracy and models."""
     parts = []
+    users = user_tasks(cells)
     for task, t in (cells.get("tasks") or {}).items():
+        if task in users:
+            continue
         support = t.get("support") or {}
         classes = list(t.get("classes") or support)
         mll = _mll_cell(cells, task) or {}
@@ -167,6 +170,58 @@ def growth_table(summary: dict) -> str:
             + ", ".join(f"{method_label(m)} {'yes' if v else 'no'}" for m, v in flags.items())
             + "."
         )
+    return "\n".join(lines)
+
+
+def user_names_section(summary: dict) -> str:
+    """The user-name tasks against their base tasks: one row per (task, naming), each method's accuracy
+    with its gap to the dataset's names, then the classes MLL matched to another synset."""
+    block = summary.get("user_names") or {}
+    rows = block.get("tasks") or {}
+    if not rows:
+        return ""
+    methods = [m for m in summary["methods"] if any(m in r for r in rows.values())]
+    lines = [
+        "The same images and labels as the base task, with the class names a user types "
+        "(`data/user_names.yaml`); each cell is the accuracy and, in brackets, its difference to the same "
+        "method on the base task with the dataset's names.",
+        "",
+        "| task | naming | " + " | ".join(method_label(m) for m in methods) + " |",
+        "|---|---|" + "---:|" * len(methods),
+    ]
+    for r in rows.values():
+        vals = []
+        for m in methods:
+            if m not in r:
+                vals.append("failed" if "failed" in r else DASH)
+            else:
+                gap = r.get(f"{m}_gap")
+                vals.append(_fmt(r[m]) + (f" ({gap:+.3f})" if gap is not None else ""))
+        lines.append(f"| {r['base']} | {r.get('naming') or DASH} | " + " | ".join(vals) + " |")
+    gaps = block.get("mean_gap") or {}
+    lines.append("| **mean gap** | | " + " | ".join(f"{gaps[m]:+.3f}" if m in gaps else DASH for m in methods) + " |")
+    failed = block.get("failed") or []
+    lines.append("")
+    lines.append(
+        f"Mean gap over the {len(rows) - len(failed)} of {len(rows)} user-name tasks whose names all matched"
+        + ("; failed: " + "; ".join(f"{t} ({rows[t]['failed']})" for t in failed) + "." if failed else ".")
+    )
+    other = [(t, u, o) for t, r in rows.items() for u, o in (r.get("other_synsets") or {}).items()]
+    if other:
+        lines += [
+            "",
+            "Classes MLL matched to another synset than the dataset's name (MLL's per-class accuracy, "
+            "user's name vs dataset's name):",
+            "",
+            "| task | name | matched | dataset's name | its synset | accuracy |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t, u, o in other:
+            lines.append(
+                f"| {t} | {u} | {o.get('name') or o.get('synset') or DASH} | {o['class']} | "
+                f"{o.get('base_name') or o.get('base_synset') or DASH} | "
+                f"{_fmt(o.get('accuracy'))} vs {_fmt(o.get('base_accuracy'))} |"
+            )
     return "\n".join(lines)
 
 
@@ -212,6 +267,8 @@ def markdown(cells: dict, summary: dict) -> str:
     ]
     if line := _baselines_line(summary):
         parts += ["", line]
+    if users := user_names_section(summary):
+        parts += ["", "## User-typed names", "", users]
     parts += [
         "",
         "## Classes per task",

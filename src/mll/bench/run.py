@@ -1,6 +1,7 @@
 """Running the `mll-offline` benchmark: the grid of cells, the growth curve, oracle experts, MLflow.
 
-One cell per (task, method[, seed]): tasks come from `mll.bench.tasks`, and what a method does (and
+One cell per (task, method[, seed]): tasks come from `mll.bench.tasks` (the user-name tasks get
+`benchmark.user_name_methods` only), and what a method does (and
 the table of methods) from the registry in `mll.bench.methods`, which `run_cell` dispatches through
 and `load_params` checks params.yaml against. The growth curve solves every task over random
 sub-hubs of each size (several seeds). `flows/evaluate.py` runs these as Prefect tasks and writes
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods
-from mll.bench.tasks import BenchTask, build_tasks
+from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods, oracle_name
+from mll.bench.tasks import BenchTask, build_tasks, load_user_names
 from mll.config import BenchmarkParams, load_section
 from mll.solve.outputs import OutputCache
 from mll.solve.task import Context
@@ -42,19 +43,21 @@ def load_params(params_file: Path | str = "params.yaml") -> BenchmarkParams:
         list_methods(growth=True),
         "they do not depend on the hub, so a sub-hub cannot change them",
     )
+    _check_methods("benchmark.user_name_methods", bp.user_name_methods, list_methods())
     if not bp.tasks:
         raise ValueError("params: benchmark.tasks is empty; add at least one task")
     return bp
 
 
-def grid(tasks: list[str], bp: BenchmarkParams) -> list[tuple[str, str, int | None]]:
-    """(task, method, seed) of every cell: one per task and method, one per seed for a seeded method."""
-    return [
-        (t, m, s)
-        for t in tasks
-        for m in bp.methods
-        for s in (range(bp.random_seeds) if get_method(m).seeded else [None])
-    ]
+def grid(tasks: list[str | BenchTask], bp: BenchmarkParams) -> list[tuple[str, str, int | None]]:
+    """(task, method, seed) of every cell: one per task and method, one per seed for a seeded method;
+    a user-name task (a BenchTask with a base) gets `benchmark.user_name_methods`."""
+    cells = []
+    for t in tasks:
+        name = t if isinstance(t, str) else t.name
+        methods = bp.user_name_methods if getattr(t, "base", None) else bp.methods
+        cells += [(name, m, s) for m in methods for s in (range(bp.random_seeds) if get_method(m).seeded else [None])]
+    return cells
 
 
 def _cell(task: BenchTask, method: str, seed: int | None = None) -> dict:
@@ -82,16 +85,29 @@ def run_cell(
     oracle_hub: Path | None = None,
     restrict: list[str] | None = None,
 ) -> dict:
-    """One (task, method[, seed]) cell of the benchmark grid; `restrict` solves over a sub-hub."""
+    """One (task, method[, seed]) cell of the benchmark grid; `restrict` solves over a sub-hub.
+
+    A class name the matcher cannot resolve fails the cell (status `failed`, the matcher's message
+    as the reason), not the grid."""
+    from mll.solve.matching import MatchError
+
     t0 = time.perf_counter()
     fn = get_method(method).fn
     cell = _cell(task, method, seed)
-    fn(CellRun(ctx, task, cache, cell, seed=seed, restrict=restrict, oracle_hub=oracle_hub))
+    try:
+        fn(CellRun(ctx, task, cache, cell, seed=seed, restrict=restrict, oracle_hub=oracle_hub))
+    except MatchError as exc:
+        cell.update(status="failed", reason=f"matching: {exc}", accuracy=None)
     cell["seconds"] = round(time.perf_counter() - t0, 3)
     return cell
 
 
 # --- the growth curve ---------------------------------------------------------------------------------
+def base_tasks(tasks: dict[str, BenchTask]) -> list[BenchTask]:
+    """The tasks that are not user-name variants of another (the growth curve runs over these)."""
+    return [t for t in tasks.values() if not t.base]
+
+
 def sub_hubs(models: list[str], sizes: tuple[int, ...], seeds: int, seed: int = 0) -> list[tuple[int, int, list[str]]]:
     """(size, seed, models) for random sub-hubs; a size that admits one subset only (the full hub) once."""
     out = []
@@ -174,7 +190,8 @@ def load_state(
 
     bp = load_params(params_file)
     ctx = Context.load(Path(sdag), Path(hub), Path(labels), load_section("solve", params_file))
-    tasks = build_tasks(bp.tasks, read_manifest(Path(manifest)), ctx.sdag, bp, set(bp.oracles))
+    names = load_user_names(Path(params_file).parent / bp.user_names) if bp.user_names else None
+    tasks = build_tasks(bp.tasks, read_manifest(Path(manifest)), ctx.sdag, bp, set(bp.oracles), names)
     return {
         "params": bp,
         "ctx": ctx,

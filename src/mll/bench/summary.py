@@ -1,7 +1,8 @@
 """The benchmark's numbers: the cells document -> the metrics of `reports/benchmark.json`.
 
 Per-task and mean accuracy per method, MLL against the oracle expert, which zero-shot baselines MLL
-beats, which methods were skipped and why, and the accuracy-against-hub-size curve. Only numbers are
+beats, which methods were skipped and why, the accuracy-against-hub-size curve, and the user-name
+tasks against their base tasks (what naming costs; kept out of the main table and its means). Only numbers are
 stored where a value exists (a skipped cell is absent, never null), so `dvc metrics` stays numeric.
 Methods, their order and which of them are zero-shot baselines come from the registry
 (`mll.bench.methods`); a method the registry does not know still gets its numbers, after the others.
@@ -75,6 +76,11 @@ def _task_values(cells: dict) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def user_tasks(cells: dict) -> dict[str, dict]:
+    """The user-name tasks of the document (task info with a `base`): {task: its info}."""
+    return {t: d for t, d in (cells.get("tasks") or {}).items() if isinstance(d, dict) and d.get("base")}
+
+
 def _seeded(cells: dict) -> set[str]:
     """Methods run with seeds (a std over seeds is reported for them)."""
     return {c["method"] for c in checked_cells(cells) if c.get("seed") is not None}
@@ -140,6 +146,64 @@ def _skipped(cells: dict, methods: list[str], per_task: dict[str, dict[str, floa
     return out
 
 
+def _cell_of(cells: dict, task: str, method: str) -> dict | None:
+    return next((c for c in checked_cells(cells) if c["task"] == task and c["method"] == method), None)
+
+
+def _other_synsets(cells: dict, task: str, info: dict) -> dict[str, dict]:
+    """Classes of a user-name task that MLL matched to another synset than the base task's class."""
+    mine, base = _cell_of(cells, task, "mll"), _cell_of(cells, info["base"], "mll")
+    if not mine or not base or not mine.get("matched") or not base.get("matched"):
+        return {}
+    base_classes = list((cells.get("tasks") or {}).get(info["base"], {}).get("classes") or [])
+    out = {}
+    for user, dataset in zip(info.get("classes") or [], base_classes):
+        got, want = mine["matched"].get(user), base["matched"].get(dataset)
+        if got != want:
+            names, bnames = mine.get("matched_names") or {}, base.get("matched_names") or {}
+            out[user] = {
+                "class": dataset,
+                "synset": got,
+                "name": names.get(user),
+                "base_synset": want,
+                "base_name": bnames.get(dataset),
+                "accuracy": _r((mine.get("per_class") or {}).get(user)),
+                "base_accuracy": _r((base.get("per_class") or {}).get(dataset)),
+            }
+    return out
+
+
+def _user_names_block(cells: dict, methods: list[str], per_task: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per user-name task: each method's accuracy and its gap to the same method on the base task,
+    the matcher's failure if any, and the classes matched elsewhere than the base task's; mean gaps."""
+    users = user_tasks(cells)
+    if not users:
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
+    gaps: dict[str, list[float]] = {}
+    for t, info in users.items():
+        row: dict[str, Any] = {"base": info["base"], "naming": info.get("naming")}
+        for m in methods:
+            if m not in per_task.get(t, {}):
+                continue
+            row[m] = _r(per_task[t][m])
+            if m in per_task.get(info["base"], {}):
+                row[f"{m}_gap"] = _r(per_task[t][m] - per_task[info["base"]][m])
+                gaps.setdefault(m, []).append(per_task[t][m] - per_task[info["base"]][m])
+        bad = [c for c in checked_cells(cells) if c["task"] == t and c.get("status") == "failed"]
+        if bad:
+            row["failed"] = bad[0].get("reason") or "failed"
+        if other := _other_synsets(cells, t, info):
+            row["other_synsets"] = other
+        rows[t] = row
+    return {
+        "tasks": rows,
+        "mean_gap": {m: _r(np.mean(v)) for m, v in gaps.items()},
+        "n_tasks": len(rows),
+        "failed": [t for t, r in rows.items() if "failed" in r],
+    }
+
+
 def growth_points(cells: dict) -> dict[str, dict[int, list[float]]]:
     """{method: {size: [one value per sub-hub (seed), averaged over tasks first]}}, unrounded."""
     per_hub: dict[tuple[str, int, Any], list[float]] = {}
@@ -170,7 +234,9 @@ def _growth_block(cells: dict) -> tuple[dict, dict[str, bool]]:
 def summarize(cells: dict) -> dict:
     """The metrics document (`reports/benchmark.json`) from the benchmark cells; floats to 4 decimals."""
     methods = order_methods([c["method"] for c in checked_cells(cells)])
-    per_task = _per_task(cells, methods)
+    everything = _per_task(cells, methods)
+    users = user_tasks(cells)
+    per_task = {t: row for t, row in everything.items() if t not in users}  # the main table: base tasks
     tasks = list(per_task)
     mean = {m: _r(np.mean(v)) for m in methods if (v := [row[m] for row in per_task.values() if m in row])}
     mean_all = {m: mean[m] for m in mean if all(m in per_task[t] for t in tasks)}
@@ -178,7 +244,7 @@ def summarize(cells: dict) -> dict:
     growth, monotone = _growth_block(cells)
     return {
         "methods": methods,
-        "tasks": _tasks_block(cells, methods),
+        "tasks": {t: row for t, row in _tasks_block(cells, methods).items() if t not in users},
         "mean": mean,
         "mean_all_tasks": mean_all,
         "oracle": _oracle_block(per_task),
@@ -187,4 +253,5 @@ def summarize(cells: dict) -> dict:
         "skipped": _skipped(cells, methods, per_task),
         "growth": growth,
         "growth_non_decreasing": monotone,
+        "user_names": _user_names_block(cells, methods, everything),
     }

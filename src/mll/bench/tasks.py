@@ -4,12 +4,18 @@ A task is data (params.yaml `benchmark.tasks`): class names, each with the image
 given as dataset class names (`fashion_mnist: [Sandal, Sneaker]`) or WordNet subtrees
 (`tuxpaint: [bird.n.01]`), or a whole dataset (`source: digits`). Only `target_test` images are
 used: never expert training or probe (node) data, so no method has seen a task's test images.
+
+*User-name tasks* (params.yaml `benchmark.user_names`, a file such as `data/user_names.yaml`): for a
+base task and a naming, the same images and labels with the class names a user types instead of the
+dataset's own (task `fashion-10@everyday`). They measure what naming costs: each is compared with
+its base task. A name the matcher cannot resolve fails that task's cells, not the grid.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,9 +41,14 @@ class BenchTask:
     members: dict[str, list[tuple[str, str]]]  # class -> (dataset, class name or synset name)
     oracle: str | None = None  # dataset whose oracle expert answers this task
     dropped: int = 0  # images that matched two classes (ambiguous), left out
+    base: str | None = None  # a user-name task: the task whose images and labels it reuses
+    naming: str | None = None  # ... and the name of its naming in the user-names file
     _images: list[Image.Image] | None = field(default=None, repr=False)
+    _same_images: BenchTask | None = field(default=None, repr=False)  # decode once for a base and its namings
 
     def images(self) -> list[Image.Image]:
+        if self._same_images is not None:
+            return self._same_images.images()
         if self._images is None:
             self._images = [open_image(u) for u in self.uris]
         return self._images
@@ -51,6 +62,7 @@ class BenchTask:
             "oracle": self.oracle,
             "dropped_ambiguous": self.dropped,
             "members": {c: [f"{d}:{m}" for d, m in ms] for c, ms in self.members.items()},
+            **({"base": self.base, "naming": self.naming} if self.base else {}),
         }
 
 
@@ -132,11 +144,74 @@ def build_task(
 
 
 def build_tasks(
-    tasks: dict, test: pd.DataFrame, sdag: SDAG, bp: BenchmarkParams, oracle_datasets: set[str] = frozenset()
+    tasks: dict,
+    test: pd.DataFrame,
+    sdag: SDAG,
+    bp: BenchmarkParams,
+    oracle_datasets: set[str] = frozenset(),
+    user_names: dict | None = None,
 ) -> list[BenchTask]:
-    """Every task of `benchmark.tasks`, resolved against the manifest's target_test rows."""
+    """Every task of `benchmark.tasks`, resolved against the manifest's target_test rows, then the
+    user-name tasks of `user_names` (`load_user_names`)."""
     test = test[test["split"] == "target_test"] if "split" in test else test
-    return [
+    built = [
         build_task(n, e, test.reset_index(drop=True), sdag, bp.max_per_class, bp.seed, oracle_datasets)
         for n, e in tasks.items()
     ]
+    return built + (user_name_tasks(user_names, {t.name: t for t in built}) if user_names else [])
+
+
+USER_TASK_SEP = "@"
+
+
+def load_user_names(path: Path | str) -> dict[str, dict[str, dict[str, str]]]:
+    """The user-names file: {base task: {naming: {dataset's class name: user's name}}}, checked."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark.user_names: {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected {{task: {{naming: {{class: name}}}}}}")
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for task, namings in raw.items():
+        if not isinstance(namings, dict) or not all(isinstance(m, dict) for m in namings.values()):
+            raise ValueError(f"{path}: task {task!r} must map each naming to {{class: name}}")
+        out[str(task)] = {str(n): {str(c): str(u) for c, u in m.items()} for n, m in namings.items()}
+    return out
+
+
+def user_name_tasks(user_names: dict[str, dict[str, dict[str, str]]], base: dict[str, BenchTask]) -> list[BenchTask]:
+    """One task per (base task, naming): the base task's images and labels under the user's names."""
+    out = []
+    for task, namings in user_names.items():
+        if task not in base:
+            raise ValueError(f"user names: {task!r} is not a benchmark task (benchmark.tasks has {', '.join(base)})")
+        b = base[task]
+        for naming, names in namings.items():
+            missing = [c for c in b.classes if c not in names]
+            extra = sorted(set(names) - set(b.classes))
+            if missing or extra:
+                raise ValueError(
+                    f"user names {task}{USER_TASK_SEP}{naming}: "
+                    + (f"no name for class(es) {missing}" if missing else "")
+                    + ("; " if missing and extra else "")
+                    + (f"class(es) {extra} are not classes of {task}" if extra else "")
+                )
+            classes = [names[c] for c in b.classes]
+            out.append(
+                replace(
+                    b,
+                    name=f"{task}{USER_TASK_SEP}{naming}",
+                    classes=classes,
+                    support={names[c]: n for c, n in b.support.items()},
+                    members={names[c]: ms for c, ms in b.members.items()},
+                    oracle=None,  # the oracle's answer does not depend on names: its base task has it
+                    base=task,
+                    naming=naming,
+                    _images=None,
+                    _same_images=b,
+                )
+            )
+    return out

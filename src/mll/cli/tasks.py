@@ -32,7 +32,8 @@ def _print_selection(sel: dict, explain: bool) -> None:
             "VLM patch" if c["patched"] else "NONE (uncovered)"
         )
         est = f"{c['estimated_accuracy']:.2f}" if c["estimated_accuracy"] is not None else "  - "
-        print(f"  {c['name']:20s} -> {models}  est {est}")
+        mode = f" ({c['mode']})" if c.get("mode") else ""
+        print(f"  {c['name']:20s} -> {models}{mode}  est {est}")
         if explain:
             print(f"      why: {c['why']}")
             for cand in c["candidates"]:
@@ -74,10 +75,11 @@ def evaluate(a: argparse.Namespace) -> int:
     with tqdm(desc="run models", unit="model", leave=False) as bar:
         rep = evaluate_folder(ctx, Path(a.task_dir), progress=bar.update)
     print(f"accuracy {rep['accuracy']:.4f} on {rep['n_images']} images ({len(rep['per_class'])} classes)")
-    print(f"  {'class':20s} {'matched synset':28s} {'n':>5s} {'acc':>6s}  answered by")
+    print(f"  {'class':20s} {'matched synset':28s} {'n':>5s} {'acc':>6s}  {'mode':10s}  answered by")
     for n, pc in rep["per_class"].items():
         acc = f"{pc['accuracy']:.3f}" if pc["accuracy"] is not None else "  -  "
-        print(f"  {n:20s} {rep['matched_names'][n]!s:28s} {pc['n']:5d} {acc:>6s}  {pc['answered_by']}")
+        mode = pc.get("mode") or "-"
+        print(f"  {n:20s} {rep['matched_names'][n]!s:28s} {pc['n']:5d} {acc:>6s}  {mode:10s}  {pc['answered_by']}")
     print("selection:")
     _print_selection(rep["details"], a.explain)
     ad = rep.get("adaptation")

@@ -54,6 +54,7 @@ class ClassChoice:
     exclude: list[str] = field(default_factory=list)  # nested target nodes below this one (their mass is theirs)
     backoff: str | None = None  # set when no head covers the class and it backs off to a relative
     patched: bool = False  # answered by the vision-language patch
+    mode: str | None = None  # how the combiner answers it: stacking | statistics | patch (None: unanswered)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Selection:
     solver: str
     seconds: float
     cost_per_model: float
-    combiner: str = "pending"  # stacking | statistics (set by reuse)
+    combiner: str = "pending"  # stacking | statistics | hybrid, "-ungated" without gates (set by reuse)
     solver_note: str = ""  # why the exact solver's answer was not used (e.g. HiGHS hit its time limit)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (see the module doc)
 
@@ -100,12 +101,14 @@ def select(
     fixed: list[list[str]] | None = None,
     weights: np.ndarray | None = None,
     time_limit: float = 30.0,
+    temperature: str = "none",
 ) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
     `fixed` skips the optimisation: class k is answered by the models in fixed[k] whose heads cover
     its node (the baselines use it). `weights` (one per node image, `mll.solve.adaptation`) weight the
-    node images in the accuracy estimates. `time_limit`: seconds HiGHS may take before the heuristic
+    node images in the accuracy estimates; `temperature` (none | full | all) scores with the labels'
+    fitted temperatures (`ScoreBank`). `time_limit`: seconds HiGHS may take before the heuristic
     answers instead (said in `Selection.solver_note`). Returns the selection, the score bank on the
     node data and the node-data labels, which reuse fits its combiner on.
     """
@@ -115,7 +118,7 @@ def select(
     uris, y = task_node_data(index, [a or "" for a in answer], sdag)
     if weights is not None and len(weights) != len(uris):
         raise ValueError(f"node weights: {len(weights)} given for {len(uris)} node images (plan again)")
-    bank = ScoreBank(index, sdag, uris, hub_cards)
+    bank = ScoreBank(index, sdag, uris, hub_cards, temperature=temperature)
     # nested targets: a parent class answers only for what its nested children do not
     anc = {o: sdag.ancestors(o) for o in set(answer) if o and o in sdag}  # K reachability queries, not K^2
     excl = [

@@ -11,6 +11,7 @@ import numpy as np
 from mll.data.sdag import SDAG
 from mll.labels.index import LabelIndex
 from mll.labels.scores import gate_score
+from mll.labels.store import storage_of
 
 
 # --- node data and simulated scores ---------------------------------------------------------------
@@ -57,12 +58,34 @@ def _rows_by_synset(lab) -> dict[str, np.ndarray]:
     return cached
 
 
-class ScoreBank:
-    """Gated subtree probabilities g_m(x) P_m(t|x) of candidate models on node-data images (cached)."""
+def tempered(logp: np.ndarray, t: float) -> np.ndarray:
+    """log softmax(z / T) from log softmax(z): the same as scaling the logits (exact for a full
+    head; for a top-k stored head the rest's mass is spread evenly over the others, as when the
+    dense vector is rebuilt)."""
+    if t == 1.0:
+        return logp
+    x = logp.astype(np.float64) / t
+    m = x.max(1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(1, keepdims=True)))
 
-    def __init__(self, index: LabelIndex, sdag: SDAG, uris: list[str], hub_cards: dict):
+
+TEMPERATURES = ("none", "full", "all")  # which models' logits are divided by their fitted temperature
+
+
+class ScoreBank:
+    """Gated subtree probabilities g_m(x) P_m(t|x) of candidate models on node-data images (cached).
+
+    With `temperature` (`TEMPERATURES`), P_m comes from softmax(z / T_m), T_m the label's fitted
+    temperature: for every model (`all`) or only for those whose label stores the full log-probability
+    vector (`full`), where rescaling is exact; a top-k stored head does not know how its tail mass is
+    spread, so it keeps T = 1 there. The gate always reads the unscaled outputs it was fitted on."""
+
+    def __init__(self, index: LabelIndex, sdag: SDAG, uris: list[str], hub_cards: dict, temperature: str = "none"):
+        if temperature not in TEMPERATURES:
+            raise ValueError(f"solve.temperature: {temperature!r} is not one of {', '.join(TEMPERATURES)}")
         self.index, self.sdag, self.cards = index, sdag, hub_cards
         self.uris = uris
+        self.temperature_mode = temperature
         self._rows: dict[str, np.ndarray] = {}
         self._cache: dict = {}
 
@@ -83,6 +106,24 @@ class ScoreBank:
             self._cache[key] = lab.dense_logp(self.cards[model].num_classes, self._row_index(model))
         return self._cache[key]
 
+    def scaled_logp(self, model: str) -> np.ndarray:
+        """log P_m(c|x) as selection reads it: temperature-scaled when the bank is."""
+        if self.temperature(model) == 1.0:
+            return self.logp(model)
+        key = ("logp_t", model)
+        if key not in self._cache:
+            self._cache[key] = tempered(self.logp(model), self.temperature(model))
+        return self._cache[key]
+
+    def temperature(self, model: str) -> float:
+        """The temperature applied to `model`: its label's fitted T_m, or 1 (see the class doc)."""
+        summary = self.index.summaries.get(model, {})
+        full = storage_of(summary, self.cards[model].num_classes).top_k is None
+        if self.temperature_mode == "none" or (self.temperature_mode == "full" and not full):
+            return 1.0
+        t = summary.get("temperature")
+        return float(t) if t and np.isfinite(t) and t > 0 else 1.0
+
     def gate(self, model: str) -> np.ndarray:
         key = ("gate", model)
         if key not in self._cache:
@@ -95,7 +136,10 @@ class ScoreBank:
         key = ("p", model, node, exclude)
         if key not in self._cache:
             cols = head_columns(self.cards[model], node, self.sdag, exclude)
-            self._cache[key] = np.exp(self.logp(model)[:, cols]).sum(1) if cols else np.zeros(len(self.uris))
+            if not cols:
+                self._cache[key] = np.zeros(len(self.uris))
+            else:
+                self._cache[key] = np.exp(self.scaled_logp(model)[:, cols]).sum(1)
         return self._cache[key]
 
     def lse(self, model: str) -> np.ndarray:

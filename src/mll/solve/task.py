@@ -108,6 +108,7 @@ class Plan:
     bank: object | None = field(default=None, repr=False)  # node-data scores (ScoreBank), for adaptation
     y: np.ndarray | None = field(default=None, repr=False)  # node-data class per image
     adaptation: dict | None = None  # what adapt() measured and did
+    fixed: Callable[[list[list[str]]], list[list[str]]] | None = field(default=None, repr=False)  # kept by adapt
 
 
 def plan(
@@ -164,18 +165,28 @@ def plan(
         backoffs=backoffs,
         fixed=chosen,
         weights=node_weights,
+        temperature=cfg.temperature,
     )
     comb, cols = (None, {})
     if sel.models:
         comb, cols = fit_combiner(
-            sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates, weights=node_weights
+            sel,
+            bank,
+            y,
+            ctx.sdag,
+            ctx.cards,
+            cfg.min_node_images,
+            cfg.use_gates,
+            weights=node_weights,
+            combiner=cfg.combiner,
         )
-        sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, cfg.use_gates)
+        sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, node_weights)
     covered = [k for k, c in enumerate(sel.classes) if c.models]
     uncovered = [k for k, c in enumerate(sel.classes) if not c.models]
     if patch_on:
         for k in uncovered:
             sel.classes[k].patched = True
+            sel.classes[k].mode = "patch"
             sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {cfg.patch.model}"
     return Plan(
         plain,
@@ -191,6 +202,7 @@ def plan(
         restrict_models,
         bank,
         y,
+        fixed=fixed,
     )
 
 
@@ -220,7 +232,7 @@ def adapt(
     if dw.weights is None:
         p.adaptation = dw.to_dict()
         return p
-    q = plan(ctx, p.request, restrict_models=p.restrict, cfg=cfg, node_weights=dw.weights)
+    q = plan(ctx, p.request, restrict_models=p.restrict, cfg=cfg, fixed=p.fixed, node_weights=dw.weights)
     q.adaptation = dw.to_dict()
     q.seconds += p.seconds
     return q
@@ -300,8 +312,6 @@ def predict(
     if p.combiner is not None and p.covered:
         summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
         logp, gates, secs = _run(ctx, cfg, p.combiner.models, images, summaries, progress, cache, keys)
-        if not cfg.use_gates:
-            gates = {m: np.ones(len(images)) for m in gates}
         info["model_seconds"] = secs
         probs = p.combiner.predict_proba(logp, gates, p.cols)
         # the combiner may know only some covered classes (statistics mode keeps all)
@@ -346,6 +356,7 @@ def evaluate(
             "n": int(m.sum()),
             "accuracy": float((pred[m] == k).mean()) if m.any() else None,
             "answered_by": answering_model(p, k),
+            "mode": p.selection.classes[k].mode,
         }
     return {
         "accuracy": float((pred == y).mean()),
