@@ -208,7 +208,7 @@ def _project_files() -> list[str]:
         if (
             rel in {"dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"}
             or rel.startswith(("src/", "flows/", "scripts/"))
-            or (rel.startswith("data/") and rel.endswith(".csv"))
+            or rel.startswith("data/")  # the tracked inputs (curated maps, user names); outputs are ignored
         ):
             keep.append(rel)
     return keep

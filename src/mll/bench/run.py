@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods, oracle_name
+from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods
 from mll.bench.tasks import BenchTask, build_tasks, load_user_names
 from mll.config import BenchmarkParams, load_section
 from mll.solve.outputs import OutputCache
