@@ -80,6 +80,7 @@ class CellRun:
         """Fill the cell from an `evaluate` report."""
         self.cell.update(
             accuracy=round(rep["accuracy"], 4),
+            hits=rep["hits"],
             models=rep["models"],
             answered_by=rep["selection"],
             per_class={k: v["accuracy"] for k, v in rep["per_class"].items()},
@@ -94,9 +95,12 @@ class CellRun:
 
     def score(self, probs: np.ndarray, model: str, detail: str) -> None:
         """Fill the cell answered by one model over every class from its (N, K) probabilities."""
+        from mll.solve.task import hit_string
+
         task, pred = self.task, probs.argmax(1)
         self.cell.update(
             accuracy=round(float((pred == task.y).mean()), 4),
+            hits=hit_string(pred == task.y),
             models=[model],
             answered_by={c: [model] for c in task.classes},
             detail=detail,

@@ -333,6 +333,12 @@ def answering_model(p: Plan, k: int) -> str:
     return "patch" if c.patched else "none"
 
 
+def hit_string(hit: np.ndarray) -> str:
+    """Per-image correctness in image order as '0'/'1' characters: compact, and what paired tests
+    between two methods on the same images need."""
+    return np.where(np.asarray(hit, dtype=bool), "1", "0").astype(object).sum() if len(hit) else ""
+
+
 def evaluate(
     ctx: Context,
     p: Plan,
@@ -361,6 +367,7 @@ def evaluate(
     return {
         "accuracy": float((pred == y).mean()),
         "n_images": len(y),
+        "hits": hit_string(pred == y),
         "per_class": per_class,
         "selection": p.selection.by_class(),
         "uncovered": p.selection.uncovered,
