@@ -81,6 +81,10 @@ def test_key_follows_card_and_probe(tiny_world):
     card = tiny_world["hub"].card("low")
     assert label_key(card, "a") != label_key(card, "b")
     assert label_key(card, "a") != label_key(replace(card, description="changed"), "a")
+    # the settings that define what a label holds are part of its key; how labeling runs is not
+    assert label_key(card, "a", LabelParams(gate_target="domain")) != label_key(card, "a")
+    assert label_key(card, "a", LabelParams(top_k=8)) != label_key(card, "a")
+    assert label_key(card, "a", LabelParams(batch_size=7, concurrency=3)) == label_key(card, "a")
 
 
 def test_wide_heads_store_top_k(tiny_world, small_sdag):
@@ -97,6 +101,54 @@ def test_wide_heads_store_top_k(tiny_world, small_sdag):
     top = np.argsort(-exact, 1)[:, :2]
     assert np.allclose(np.take_along_axis(dense, top, 1), np.take_along_axis(exact, top, 1), atol=1e-2)
     assert np.allclose(np.exp(dense).sum(1), 1, atol=1e-2)  # the rest mass is kept
+
+
+def test_gate_is_fitted_on_the_outputs_as_stored(tiny_world, small_sdag):
+    """A wide head's gate sees the top-k reconstruction at fit, as it does at selection and prediction:
+    the gated statistics in the node table follow from the stored outputs and the stored gate alone,
+    and live outputs decode exactly as the stored ones."""
+    import torch
+
+    from mll.labels.scores import gate_score
+    from mll.labels.store import Storage
+
+    card = tiny_world["hub"].card("low")
+    probe = ProbeSet(pd.read_parquet(tiny_world["probe"]))
+    logits = torch.randn(len(probe), 3, generator=torch.Generator().manual_seed(0)) * 3
+    cfg = LabelParams(full_max_classes=2, top_k=1)  # a crude reconstruction: the rest spread evenly
+    lab = compute_label(card, logits, probe.synsets, probe.uris, probe.datasets, small_sdag, cfg, "k")
+    dense = lab.dense_logp(3)
+    assert not np.allclose(dense, torch.log_softmax(logits, 1).numpy(), atol=1e-2)
+    g = gate_score(lab.summary["gate"], dense, lab.lse)
+    head = lab.nodes[lab.nodes.is_head & lab.nodes.measured].iloc[0]
+    members = [i for i, s in enumerate(probe.synsets) if s == head.node or head.node in small_sdag.ancestors(s)]
+    col = card.synsets.index(head.node)
+    expect = (g[members] * np.exp(torch.log_softmax(logits, 1).numpy()[members, col])).mean()
+    assert head.gated_recall == pytest.approx(expect, rel=1e-5)
+    assert np.array_equal(Storage(1).live(logits), dense)  # one code path, to the last bit
+
+
+def test_gate_learns_competence_not_coverage(small_sdag):
+    """Gate targets: `domain` marks images under a head class; `competence` marks images the model's
+    top-1 answers consistently: right below a head class, or a head class under a broader label."""
+    from nltk.corpus import wordnet as wn
+
+    from mll.data.wordnet import wnid
+    from mll.labels.compute import gate_target
+
+    sid = {n: wnid(wn.synset(n)) for n in ("dog.n.01", "tabby.n.01", "car.n.01", "jeep.n.01", "trouser.n.01")}
+    head = [sid["tabby.n.01"], sid["jeep.n.01"]]
+    # images: a jeep answered jeep; a jeep answered tabby; a car (broader than jeep) answered jeep;
+    # a car answered tabby; trousers answered jeep (not the model's at all)
+    synsets = [sid["jeep.n.01"], sid["jeep.n.01"], sid["car.n.01"], sid["car.n.01"], sid["trouser.n.01"]]
+    top1 = np.array([1, 0, 1, 0, 1])
+    target = np.array([1, 1, -1, -1, -1])
+    domain = gate_target("domain", top1, target, head, synsets, small_sdag)
+    competence = gate_target("competence", top1, target, head, synsets, small_sdag)
+    assert domain.tolist() == [True, True, False, False, False]
+    assert competence.tolist() == [True, False, True, False, False]
+    with pytest.raises(ValueError, match="competence, domain"):
+        gate_target("coverage", top1, target, head, synsets, small_sdag)
 
 
 def test_label_table_validation_names_the_failure(tiny_world, tmp_path, small_sdag):

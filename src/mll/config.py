@@ -53,6 +53,13 @@ class LabelParams:
     full_max_classes: int = 256  # heads up to this width store every log-probability
     top_k: int = 32  # wider heads store the top-k log-probabilities + the log of the rest's mass
     gate_folds: int = 2  # cross-validation folds for the gate's AUROC
+    gate_target: str = "competence"  # what the gate predicts: competence | domain (mll.labels.compute)
+
+    def definition(self) -> str:
+        """The settings that change what a label holds (part of its key; the rest only change how
+        labeling runs)."""
+        return f"full_max_classes={self.full_max_classes} top_k={self.top_k} gate={self.gate_target}/{self.gate_folds}"
+
     track: bool = True  # one MLflow run per labeled model (experiment `labeling`)
 
 

@@ -35,9 +35,9 @@ from mll.data.sdag import SDAG
 from mll.hub.cards import ExpertCard
 from mll.hub.experts import Expert, preprocess
 from mll.labels.scores import fit_gate, fit_temperature, gate_features, gate_score
-from mll.labels.store import OUTPUTS, Label, Storage, model_lock, read_summary, upgrade_label, write_label
+from mll.labels.store import OUTPUTS, Label, Storage, decode, model_lock, read_summary, upgrade_label, write_label
 
-LABEL_VERSION = 3  # bump when the label definition changes: every key changes with it
+LABEL_VERSION = 4  # bump when the label definition changes: every key changes with it
 
 
 # --- probe data -------------------------------------------------------------------------------
@@ -94,8 +94,10 @@ class ProbeSet:
 
 
 # --- the label ---------------------------------------------------------------------------------
-def label_key(card: ExpertCard, probe_hash: str) -> str:
-    return hashlib.sha256(f"{LABEL_VERSION}\n{card.content_hash()}\n{probe_hash}".encode()).hexdigest()
+def label_key(card: ExpertCard, probe_hash: str, cfg: LabelParams | None = None) -> str:
+    """The label's identity: label version, card, probe set and the settings that define a label."""
+    definition = (cfg or LabelParams()).definition()
+    return hashlib.sha256(f"{LABEL_VERSION}\n{card.content_hash()}\n{probe_hash}\n{definition}".encode()).hexdigest()
 
 
 def _closure(card: ExpertCard, sdag: SDAG) -> list[str]:
@@ -105,6 +107,29 @@ def _closure(card: ExpertCard, sdag: SDAG) -> list[str]:
             nodes.add(s)
             nodes |= sdag.ancestors(s)
     return sorted(nodes)
+
+
+GATE_TARGETS = ("competence", "domain")
+
+
+def gate_target(
+    kind: str, top1: np.ndarray, target: np.ndarray, head: list[str], probe_synsets: list[str], sdag: SDAG
+) -> np.ndarray:
+    """What the gate learns to predict, per probe image (`label.gate_target`).
+
+    - `domain`: the image's synset lies under a head class (a known right answer). For an ImageNet
+      head that is mostly coverage: 28-px grayscale clothing is "in domain" because its class is
+      covered, while a photo labelled at a broader synset (a bird at `bird.n.01`) is not.
+    - `competence`: the model's top-1 answer is consistent with the image's synset: the right head
+      class when one lies above it (`target`), or any head class below it (a bird photo answered
+      "robin"). That is what a gated score should weigh: where the model can be trusted.
+    """
+    if kind == "domain":
+        return target >= 0
+    if kind != "competence":
+        raise ValueError(f"label.gate_target: {kind!r} is not one of {', '.join(GATE_TARGETS)}")
+    below = [sdag.ancestors(h) | {h} if h in sdag else {h} for h in head]  # s is h or above it
+    return (top1 == target) | np.array([s in below[t] for s, t in zip(probe_synsets, top1)], dtype=bool)
 
 
 def compute_label(
@@ -179,9 +204,15 @@ def compute_label(
         false_top1 = (hit & unrelated).sum(0) / unrelated.sum(0)
     measured = support > 0
     n_head = member.sum(0).astype(int)
-    # the gate says "is this image mine at all?"; gated scores are what a closed-set head is worth
-    gate, gate_auroc = fit_gate(gate_features(logp, lse), in_dom, cfg.gate_folds)
-    g = gate_score(gate, logp, lse)[:, None]
+    # the gate says "can this model be trusted on this image?"; gated scores are what a closed-set
+    # head is worth. It is fitted on the outputs as stored (top-k reconstruction for wide heads),
+    # which is what it is applied to at selection and prediction time.
+    storage = Storage.for_head(c, cfg.full_max_classes, cfg.top_k)
+    stored = storage.encode(logp)
+    as_read = decode(**stored, num_classes=c)
+    competent = gate_target(cfg.gate_target, top1, target, head, probe_synsets, sdag)
+    gate, gate_auroc = fit_gate(gate_features(as_read, lse), competent, cfg.gate_folds)
+    g = gate_score(gate, as_read, lse)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         gated_recall = (g * pv * img_in).sum(0) / support
         gated_false_alarm = (g * pv * unrelated).sum(0) / unrelated.sum(0)
@@ -207,8 +238,6 @@ def compute_label(
         nodes.loc[fill, "soft_recall"] = declared_recall
         nodes.loc[fill, "top1_hit"] = declared_recall
 
-    storage = Storage.for_head(c, cfg.full_max_classes, cfg.top_k)
-    stored = storage.encode(logp)
     m = nodes[nodes.measured]
     head_rows = nodes[nodes.is_head & nodes.measured]
     summary = {
@@ -231,6 +260,8 @@ def compute_label(
         "temperature": temperature,
         "gate": gate,
         "gate_auroc": gate_auroc,
+        "gate_target": cfg.gate_target,
+        "gate_positives": int(competent.sum()),
         "storage": str(storage),
         "probe_datasets": sorted(set(probe_datasets)),
         "head_synsets_missing_from_sdag": sorted(set(head) - set(closure)),
@@ -278,7 +309,7 @@ def label_model(
     progress: Callable[[int], None] | None = None,
 ) -> LabelResult:
     """Label one model unless its stored label already has the current key."""
-    key = label_key(card, probe.hash)
+    key = label_key(card, probe.hash, cfg)
     with model_lock(root, card.name):
         # leftovers of a killed run for this model (we hold its lock, so nobody else is writing them)
         for stale in (*Path(root).glob(f".{card.name}.tmp-*"), *Path(root).glob(f".{card.name}.old-*")):

@@ -75,21 +75,13 @@ class Storage:
         )
 
     def live(self, logits: torch.Tensor) -> np.ndarray:
-        """Live logits -> dense log-probabilities as the label stored them (top-k truncation included),
-        so a model's outputs on a task's images match its outputs on the node data."""
+        """Live logits -> dense log-probabilities exactly as a stored label decodes (`decode(encode(.))`,
+        top-k truncation and float16 rounding included), so a model's outputs on a task's images and
+        its outputs on the node data go through one code path."""
         import torch
 
         logp = torch.log_softmax(logits.float(), 1).numpy()
-        if self.top_k is None:
-            return logp.astype(np.float16).astype(np.float32)
-        c = logp.shape[1]
-        k = min(self.top_k, c)
-        idx = np.argsort(-logp, axis=1)[:, :k]
-        tl = np.take_along_axis(logp, idx, 1).astype(np.float16).astype(np.float32)
-        rest = np.log(np.clip(1.0 - np.exp(tl).sum(1), 1e-12, 1.0))
-        out = np.repeat((rest - np.log(max(c - k, 1)))[:, None], c, axis=1)
-        np.put_along_axis(out, idx, tl, axis=1)
-        return out
+        return decode(**self.encode(logp), num_classes=logp.shape[1])
 
 
 def decode(
