@@ -10,6 +10,8 @@ torchvision dataset maps to a synset in the committed table `data/class_synsets.
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,9 @@ class ImageSet:
     uris: tuple[str, ...]
     labels: np.ndarray  # int64 class indices
     parts: tuple[str, ...]  # the source's own split per image ("train", "test" or "all")
+    # near-duplicate group per image (images of one group never go to two splits); None: each
+    # image is its own group
+    groups: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.uris)
@@ -49,6 +54,7 @@ class ImageSet:
             tuple(self.uris[i] for i in idx),
             self.labels[idx],
             tuple(self.parts[i] for i in idx),
+            None if self.groups is None else tuple(self.groups[i] for i in idx),
         )
 
 
@@ -122,8 +128,49 @@ def digits() -> ImageSet:
     return _with_table("digits", [f"{DIGITS}#{i}" for i in range(len(y))], y, ["all"] * len(y))
 
 
+# A numbering suffix: trailing digits with optional separators (`pig_golden2`, `flower10`,
+# `frog-1`, `cep-1-2`), or else one letter after a separator (`grave-a`, `grave-j`).
+_SERIES_SUFFIX = re.compile(r"(?:[-_. ]*\d+)+$|[-_. ]+[a-z]$")
+
+
+def series_key(path: str | Path) -> str:
+    """The name of the photo series a file belongs to: its folder plus its lower-cased stem with a
+    numbering suffix stripped (`animals/pig_golden2.png` -> `animals/pig_golden`). A stem that is
+    all suffix (`747`) is kept whole; leading numbers (`1_mercury`) are not a suffix."""
+    path = Path(path)
+    stem = path.stem.lower()
+    return str(path.parent / (_SERIES_SUFFIX.sub("", stem) or stem))
+
+
+def near_duplicate_groups(paths: list[str] | tuple[str, ...], content: bool = True) -> tuple[str, ...]:
+    """One group id per file: files in one folder whose names differ only by a numbering suffix
+    (`series_key`) share a group, and so do files with identical bytes (`content`, any folder).
+    The id is the smallest series key in the group, so it does not depend on file order."""
+    keys = [series_key(p) for p in paths]
+    parent = {k: k for k in keys}
+
+    def find(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    if content:
+        first: dict[str, str] = {}
+        for p, k in zip(paths, keys):
+            if not Path(p).is_file():  # a missing file is reported by manifest validation, not here
+                continue
+            digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            other = first.setdefault(digest, k)
+            a, b = find(k), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return tuple(find(k) for k in keys)
+
+
 def tuxpaint(root: Path = TUXPAINT_ROOT, table: Path | None = None) -> ImageSet:
-    """Tux Paint photo stamps, one class per distinct synset of the curated file map."""
+    """Tux Paint photo stamps, one class per distinct synset of the curated file map; `groups` holds
+    each photo's near-duplicate group (`near_duplicate_groups`, ids relative to `root`)."""
     table = Path(table or data_dir() / "tuxpaint_synsets.csv")
     if not root.is_dir():
         raise DatasetMissingError(
@@ -134,13 +181,16 @@ def tuxpaint(root: Path = TUXPAINT_ROOT, table: Path | None = None) -> ImageSet:
     synsets = sorted({r["synset"] for r in rows})
     index = {s: i for i, s in enumerate(synsets)}
     names = {r["synset"]: r["synset_name"].split(".")[0].replace("_", " ") for r in rows}
+    uris = tuple(str(root / r["path"]) for r in rows)
+    groups = near_duplicate_groups(uris)
     return ImageSet(
         "tuxpaint",
         tuple(names[s] for s in synsets),
         tuple(synsets),
-        tuple(str(root / r["path"]) for r in rows),
+        uris,
         np.asarray([index[r["synset"]] for r in rows], dtype=np.int64),
         ("all",) * len(rows),
+        tuple(str(Path(g).relative_to(root)) for g in groups),
     )
 
 
@@ -217,4 +267,13 @@ def load_dataset(name: str, root: Path | None = None) -> ImageSet:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, cifar10, cifar100, stl10, folder")
 
 
-__all__ = ["DatasetMissingError", "ImageError", "ImageSet", "class_synset_table", "image_folder", "load_dataset"]
+__all__ = [
+    "DatasetMissingError",
+    "ImageError",
+    "ImageSet",
+    "class_synset_table",
+    "image_folder",
+    "load_dataset",
+    "near_duplicate_groups",
+    "series_key",
+]

@@ -3,8 +3,12 @@
 Datasets with an official train/test split draw `expert_train` and `probe` from train and
 `target_test` from test; pooled datasets (MNIST-5k, digits) carve all three from one shuffled pool
 per class; Tux Paint (about one photo per concept) goes to probe and target_test only, since it is
-too small to train on. The seed of each dataset mixes the global seed with the dataset's name, so
-adding a dataset never reshuffles another.
+too small to train on. Tux Paint is split by near-duplicate group (`ImageSet.groups`: one folder's
+files whose names differ by a numbering suffix, `pig_golden`/`pig_golden2`, `flower1..10`, or
+identical bytes), whole groups to one side, and stratified by class: each class with two or more
+groups has one in probe and one in target_test; single-group classes are split whole, by the same
+probe fraction (`_split_groups`). The seed of each dataset mixes the global seed with the dataset's
+name, so adding a dataset never reshuffles another.
 """
 
 from __future__ import annotations
@@ -33,16 +37,60 @@ def _take(rng: np.random.Generator, idx: np.ndarray, n: int) -> tuple[np.ndarray
     return np.sort(idx[:n]), idx[n:]
 
 
+def _prefix_closest(rng: np.random.Generator, units: list[np.ndarray], target: float, lo: int, hi: int):
+    """Shuffle `units` (index arrays) and cut them after k in [lo, hi] units, the k whose image
+    count is closest to `target` (the smaller k on a tie); returns (head, tail) index arrays."""
+    order = rng.permutation(len(units))
+    units = [units[i] for i in order]
+    sizes = np.cumsum([0] + [len(u) for u in units])
+    k = lo + int(np.argmin(np.abs(sizes[lo : hi + 1] - target)))
+    cat = lambda us: np.concatenate(us) if us else np.empty(0, dtype=np.int64)  # noqa: E731
+    return cat(units[:k]), cat(units[k:])
+
+
+def _split_groups(ds: ImageSet, rng: np.random.Generator, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Probe and target_test indices of a dataset split by near-duplicate group and class.
+
+    Whole groups (`ds.groups`; each image alone when None) go to one side. A group is filed under
+    its most common class (the lowest index on a tie). A class with two or more groups puts at
+    least one in probe and one in target_test, as close to `fraction` of its images in probe as
+    whole groups allow. A class with a single group cannot be on both sides: these classes are
+    pooled and split whole, `fraction` of their images to probe. Sending them all to target_test
+    would shrink Tux Paint's probe from about 110 of 316 images to 28 (230 of its 257 synsets have
+    one group) and leave most of its WordNet nodes without node data; as it is, a single-group
+    class is either tested in target_test or gives node data in probe for its synset and every
+    ancestor (tasks test at ancestors such as bird.n.01, so both sides still see its kind).
+    """
+    groups = np.asarray(ds.groups if ds.groups is not None else range(len(ds)))
+    _, gid = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(gid == g) for g in range(gid.max() + 1)] if len(ds) else []
+    home = np.array([np.bincount(ds.labels[m]).argmax() for m in members], dtype=np.int64)
+    probe, test, singles = [], [], []
+    for c in np.unique(home):
+        units = [members[g] for g in np.flatnonzero(home == c)]
+        if len(units) == 1:
+            singles.append(units[0])
+            continue
+        n = sum(len(u) for u in units)
+        head, tail = _prefix_closest(rng, units, fraction * n, 1, len(units) - 1)
+        probe.append(head)
+        test.append(tail)
+    n = sum(len(u) for u in singles)
+    head, tail = _prefix_closest(rng, singles, fraction * n, 0, len(singles))
+    probe.append(head)
+    test.append(tail)
+    return np.sort(np.concatenate(probe)), np.sort(np.concatenate(test))
+
+
 def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fraction: float = 0.35) -> pd.DataFrame:
     """Assign images of `ds` to splits; returns a manifest frame (unused images are left out)."""
     rng = _rng(seed, ds.name)
     parts = np.asarray(ds.parts)
     assign: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     if sizes is None:  # photo stamps: a fraction of images becomes node data, the rest test data
-        idx = rng.permutation(len(ds))
-        n_probe = round(probe_fraction * len(ds))
-        assign["probe"].append(np.sort(idx[:n_probe]))
-        assign["target_test"].append(np.sort(idx[n_probe:]))
+        probe, test = _split_groups(ds, rng, probe_fraction)
+        assign["probe"].append(probe)
+        assign["target_test"].append(test)
     else:
         official = {"train", "test"} <= set(parts)
         for c in range(len(ds.class_names)):
