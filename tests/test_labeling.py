@@ -128,6 +128,24 @@ def test_gate_is_fitted_on_the_outputs_as_stored(tiny_world, small_sdag):
     assert np.array_equal(Storage(1).live(logits), dense)  # one code path, to the last bit
 
 
+def test_top_k_gate_features_are_what_the_stored_form_determines():
+    """For a head stored as its top k, the gate's features from the full outputs and from the
+    stored reconstruction agree (to float16 rounding); a full entropy would not."""
+    import torch
+
+    from mll.labels.scores import gate_features
+    from mll.labels.store import Storage
+
+    logits = torch.randn(50, 400, generator=torch.Generator().manual_seed(1)) * 2
+    full = torch.log_softmax(logits, 1).numpy()
+    stored = Storage(8).live(logits)
+    lse = torch.logsumexp(logits, 1).numpy()
+    assert np.allclose(gate_features(full, lse, 8), gate_features(stored, lse, 8), atol=2e-3)
+    assert not np.allclose(gate_features(full, lse)[:, 1], gate_features(stored, lse)[:, 1], atol=2e-3)
+    h = gate_features(full, lse, 8)[:, 1]
+    assert (h > 0).all() and (h <= 1 + 1e-9).all()
+
+
 def test_gate_learns_competence_not_coverage(small_sdag):
     """Gate targets: `domain` marks images under a head class; `competence` marks images the model's
     top-1 answers consistently: right below a head class, or a head class under a broader label."""
@@ -145,9 +163,11 @@ def test_gate_learns_competence_not_coverage(small_sdag):
     target = np.array([1, 1, -1, -1, -1])
     domain = gate_target("domain", top1, target, head, synsets, small_sdag)
     competence = gate_target("competence", top1, target, head, synsets, small_sdag)
+    broad = gate_target("broad", top1, target, head, synsets, small_sdag)
     assert domain.tolist() == [True, True, False, False, False]
+    assert broad.tolist() == [True, True, True, False, False]
     assert competence.tolist() == [True, False, True, False, False]
-    with pytest.raises(ValueError, match="competence, domain"):
+    with pytest.raises(ValueError, match="domain, broad, competence"):
         gate_target("coverage", top1, target, head, synsets, small_sdag)
 
 

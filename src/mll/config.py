@@ -53,7 +53,7 @@ class LabelParams:
     full_max_classes: int = 256  # heads up to this width store every log-probability
     top_k: int = 32  # wider heads store the top-k log-probabilities + the log of the rest's mass
     gate_folds: int = 2  # cross-validation folds for the gate's AUROC
-    gate_target: str = "competence"  # what the gate predicts: competence | domain (mll.labels.compute)
+    gate_target: str = "domain"  # what the gate predicts: domain | broad | competence (mll.labels.compute)
 
     def definition(self) -> str:
         """The settings that change what a label holds (part of its key; the rest only change how

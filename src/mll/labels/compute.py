@@ -109,7 +109,7 @@ def _closure(card: ExpertCard, sdag: SDAG) -> list[str]:
     return sorted(nodes)
 
 
-GATE_TARGETS = ("competence", "domain")
+GATE_TARGETS = ("domain", "broad", "competence")
 
 
 def gate_target(
@@ -120,16 +120,21 @@ def gate_target(
     - `domain`: the image's synset lies under a head class (a known right answer). For an ImageNet
       head that is mostly coverage: 28-px grayscale clothing is "in domain" because its class is
       covered, while a photo labelled at a broader synset (a bird at `bird.n.01`) is not.
+    - `broad`: `domain`, plus the images labelled at a broader synset that the model answers with a
+      head class under it (a bird photo answered "robin").
     - `competence`: the model's top-1 answer is consistent with the image's synset: the right head
-      class when one lies above it (`target`), or any head class below it (a bird photo answered
-      "robin"). That is what a gated score should weigh: where the model can be trusted.
+      class when one lies above it (`target`), or any head class below it. In-domain images the
+      model gets wrong are negatives too.
     """
+    if kind not in GATE_TARGETS:
+        raise ValueError(f"label.gate_target: {kind!r} is not one of {', '.join(GATE_TARGETS)}")
     if kind == "domain":
         return target >= 0
-    if kind != "competence":
-        raise ValueError(f"label.gate_target: {kind!r} is not one of {', '.join(GATE_TARGETS)}")
     below = [sdag.ancestors(h) | {h} if h in sdag else {h} for h in head]  # s is h or above it
-    return (top1 == target) | np.array([s in below[t] for s, t in zip(probe_synsets, top1)], dtype=bool)
+    consistent = np.array([s in below[t] for s, t in zip(probe_synsets, top1)], dtype=bool)
+    if kind == "broad":
+        return (target >= 0) | consistent
+    return (top1 == target) | consistent
 
 
 def compute_label(
@@ -211,7 +216,8 @@ def compute_label(
     stored = storage.encode(logp)
     as_read = decode(**stored, num_classes=c)
     competent = gate_target(cfg.gate_target, top1, target, head, probe_synsets, sdag)
-    gate, gate_auroc = fit_gate(gate_features(as_read, lse), competent, cfg.gate_folds)
+    gate, gate_auroc = fit_gate(gate_features(as_read, lse, storage.top_k), competent, cfg.gate_folds)
+    gate["top_k"] = storage.top_k  # the feature definition travels with the gate (`gate_score`)
     g = gate_score(gate, as_read, lse)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         gated_recall = (g * pv * img_in).sum(0) / support

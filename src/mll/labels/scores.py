@@ -29,12 +29,27 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
     return float(grid[int(nll.argmin())])
 
 
-def gate_features(logp: np.ndarray, lse: np.ndarray) -> np.ndarray:
-    """max log-prob, normalised entropy, logit log-sum-exp (+ the log-probs of a small head)."""
-    p = np.exp(logp)
-    entropy = -(p * logp).sum(1) / max(np.log(max(p.shape[1], 2)), 1e-9)
+def gate_features(logp: np.ndarray, lse: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """max log-prob, normalised entropy, logit log-sum-exp (+ the log-probs of a small head).
+
+    With `top_k` (a head stored as its top k, `mll.labels.store.Storage`) the entropy is taken over
+    the k largest probabilities and the rest's mass as one outcome: exactly what the stored form
+    determines, so the features are the same whether computed from the model's full outputs or from
+    a stored label's reconstruction (whose evenly spread rest would inflate a full entropy).
+    """
+    c = logp.shape[1]
+    if top_k is not None and top_k < c:
+        top = -np.sort(-logp, axis=1)[:, :top_k]
+        pt = np.exp(top.astype(np.float64))
+        rest = np.clip(1.0 - pt.sum(1), 0.0, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -(pt * top).sum(1) - np.where(rest > 0, rest * np.log(np.maximum(rest, 1e-300)), 0.0)
+        entropy = h / np.log(top_k + 1)
+    else:
+        p = np.exp(logp)
+        entropy = -(p * logp).sum(1) / max(np.log(max(c, 2)), 1e-9)
     base = np.stack([logp.max(1), entropy, lse], axis=1)
-    if logp.shape[1] <= GATE_FULL_MAX:
+    if c <= GATE_FULL_MAX:
         base = np.concatenate([base, np.maximum(logp, -30.0)], axis=1)
     return base
 
@@ -125,5 +140,5 @@ def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0
 
 def gate_score(gate: dict, logp: np.ndarray, lse: np.ndarray) -> np.ndarray:
     """P(image is in the model's domain) from its log-probabilities and logit log-sum-exp."""
-    z = (gate_features(logp, lse) - np.asarray(gate["mean"])) / np.asarray(gate["scale"])
+    z = (gate_features(logp, lse, gate.get("top_k")) - np.asarray(gate["mean"])) / np.asarray(gate["scale"])
     return 1.0 / (1.0 + np.exp(-(z @ np.asarray(gate["coef"]) + gate["intercept"])))
