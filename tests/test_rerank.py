@@ -108,12 +108,20 @@ def test_one_candidate_is_the_proxy_optimum_and_keeps_it(toy):
     assert sel.by_class() == plain.by_class() and sel.rerank["winner"] == 0 and len(sel.rerank["candidates"]) == 1
 
 
-def test_ties_keep_the_proxy_optimum_and_the_fitted_combiner_decides_alone(toy, monkeypatch):
+def test_ties_keep_the_proxy_optimum(toy, monkeypatch):
     import mll.solve.rerank as rr
 
-    monkeypatch.setattr(rr.Rerank, "cross_fitted_accuracy", lambda self, *a: 0.9)  # every candidate ties
+    same = np.ones(sum(IMAGES.values()))
+    monkeypatch.setattr(rr.Rerank, "cross_fitted_hits", lambda self, *a: same)  # every candidate ties
     sel, _, _ = _select(toy, Rerank(8))
     assert sel.rerank["winner"] == 0 and sel.by_class()["A"] == ["M1"]
+    assert [r["z"] for r in sel.rerank["candidates"]][1:] == [0.0]
+
+
+def test_a_gain_within_the_noise_keeps_the_proxy_optimum(toy):
+    sel, _, _ = _select(toy, Rerank(8, min_z=1e3))  # the same evidence, an unreachable bar
+    assert sel.rerank["winner"] == 0 and sel.by_class()["A"] == ["M1"]
+    assert 3 < sel.rerank["candidates"][1]["z"] < 1e3
 
 
 def test_node_weights_enter_the_combined_score(toy):

@@ -11,8 +11,9 @@ handful of candidate selections around its optimum are scored by
 
 where the combiner (hybrid / stacking / statistics, exactly what prediction fits) is fitted on k−1
 folds of the node images (stratified by class, seeded) and scored on the held-out fold, every node
-image once, weighted by the adaptation's node weights when given. The best candidate wins; ties keep
-the proxy optimum, so re-ranking changes a selection only on evidence.
+image once, weighted by the adaptation's node weights when given. The best candidate wins if it
+beats the proxy optimum by `min_z` standard errors of the paired difference; otherwise (ties
+included) the proxy optimum stays, so re-ranking changes a selection only on evidence.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Rerank:
     (the solve settings' own, so the score is that of the predictor that will be used)."""
 
     candidates: int = 8
+    min_z: float = 2.0  # how many standard errors a candidate must beat the proxy optimum by
     folds: int = 3
     seed: int = 0
     min_node_images: int = 5
@@ -57,37 +59,48 @@ class Rerank:
         cards: dict,
         resolve: Callable[[Problem], list[int]],
     ) -> tuple[list[int], dict]:
-        """(the chosen option per class, the record kept in `Selection.rerank`)."""
+        """(the chosen option per class, the record kept in `Selection.rerank`).
+
+        A candidate may replace the proxy optimum only when its combined objective is higher by at
+        least `min_z` standard errors of the paired per-image difference of their held-out hits
+        (weighted as the accuracy is): on a few dozen node images (the photo tasks) one or two
+        images decide between candidates, and following that noise cost accuracy on the dev tasks.
+        Among those that clear the bar, the highest combined objective wins; none: the proxy's."""
         from threadpoolctl import threadpool_limits
 
         cands = candidates(problem, proxy, self.candidates, resolve)
         folds = stratified_folds(y, self.folds, self.seed)
-        rows = []
+        w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+        rows, hits = [], []
         for choice, how in cands:
             classes = build(choice)
             # the stackers are tiny (hundreds of images, tens of features): BLAS threads only contend,
             # one thread fits them 2-5x faster on a 2-core machine
             with threadpool_limits(limits=1):
-                acc = self.cross_fitted_accuracy(classes, bank, y, weights, sdag, cards, folds)
+                h = self.cross_fitted_hits(classes, bank, y, weights, sdag, cards, folds)
             models = sorted({m for k, o in enumerate(choice) if o >= 0 for m in problem.options[k][o]})
-            rows.append(
-                {
-                    "how": how,
-                    "models": models,
-                    "proxy": round(problem.objective(choice), 5),
-                    "accuracy": None if acc is None else round(acc, 5),
-                    "combined": None if acc is None else round(acc - problem.cost * len(models), 5),
-                    "changed": {classes[k].name: classes[k].models for k, o in enumerate(choice) if o != proxy[k]},
-                }
-            )
+            acc = None if h is None else float((w * h).sum() / max(float(w[h >= 0].sum()), 1e-12))
+            row = {
+                "how": how,
+                "models": models,
+                "proxy": round(problem.objective(choice), 5),
+                "accuracy": None if acc is None else round(acc, 5),
+                "combined": None if acc is None else round(acc - problem.cost * len(models), 5),
+                "z": None,
+                "changed": {classes[k].name: classes[k].models for k, o in enumerate(choice) if o != proxy[k]},
+            }
+            if h is not None and hits and hits[0] is not None and rows[0]["combined"] is not None:
+                row["z"] = round(_paired_z(h, hits[0], w, row["combined"] - rows[0]["combined"]), 3)
+            rows.append(row)
+            hits.append(h)
         win = 0
         for i, r in enumerate(rows[1:], 1):
-            # strictly better only: a tie (or a candidate the combiner cannot score) keeps the proxy's
-            if r["combined"] is not None and (rows[win]["combined"] is None or r["combined"] > rows[win]["combined"]):
+            # strictly better and clear of the noise only: ties and unscored candidates keep the proxy's
+            if r["z"] is not None and r["z"] >= self.min_z and r["combined"] > rows[win]["combined"]:
                 win = i
-        return cands[win][0], {"winner": win, "folds": self.folds, "candidates": rows}
+        return cands[win][0], {"winner": win, "folds": self.folds, "min_z": self.min_z, "candidates": rows}
 
-    def cross_fitted_accuracy(
+    def cross_fitted_hits(
         self,
         classes: list[ClassChoice],
         bank: ScoreBank,
@@ -96,16 +109,16 @@ class Rerank:
         sdag: SDAG,
         cards: dict,
         folds: np.ndarray,
-    ) -> float | None:
-        """Argmax accuracy of the combiner on node images it was not fitted on (k folds), over the
-        node images of the covered classes; None when there is nothing to score or to fit."""
+    ) -> np.ndarray | None:
+        """Per node image, whether the combiner fitted on the other folds gets it right (1 or 0; -1
+        for an image of an uncovered class, which is not scored); None when there is nothing to
+        score or to fit."""
         sel = Selection(classes, sorted({m for c in classes for m in c.models}), 0.0, None, "rerank", 0.0, 0.0)
         covered = [k for k, c in enumerate(classes) if c.models]
         scored = np.isin(y, covered)
         if not sel.models or not scored.any():
             return None
-        w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
-        hits = 0.0
+        hits = np.where(scored, 0.0, -1.0)
         for f in range(self.folds):
             test = scored & (folds == f)
             if not test.any():
@@ -130,8 +143,20 @@ class Rerank:
             logp = {m: bank.logp(m)[test] for m in comb.models}
             gates = {m: bank.gate(m)[test] for m in comb.models}
             pred = np.asarray(comb.classes)[comb.predict_proba(logp, gates, cols).argmax(1)]
-            hits += float((w[test] * (pred == y[test])).sum())
-        return hits / max(float(w[scored].sum()), 1e-12)
+            hits[test] = pred == y[test]
+        return hits
+
+
+def _paired_z(h: np.ndarray, h0: np.ndarray, w: np.ndarray, gain: float) -> float:
+    """`gain` (the difference of the combined objectives) over the standard error of the weighted
+    mean of the per-image hit differences h - h0 (the images both score)."""
+    m = (h >= 0) & (h0 >= 0)
+    d, wm = h[m] - h0[m], w[m]
+    mean = (wm * d).sum() / wm.sum()
+    se = np.sqrt((wm**2 * (d - mean) ** 2).sum()) / wm.sum()
+    if se == 0:  # the same hits everywhere: only the model costs differ, and they are certain
+        return float(np.sign(gain)) * 1e6  # finite, so the record stays plain JSON
+    return float(gain / se)
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
