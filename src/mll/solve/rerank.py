@@ -39,7 +39,7 @@ class Rerank:
     (the solve settings' own, so the score is that of the predictor that will be used)."""
 
     candidates: int = 8
-    min_z: float = 2.0  # how many standard errors a candidate must beat the proxy optimum by
+    min_z: float = 1.5  # how many standard errors a candidate must beat the proxy optimum by
     folds: int = 3
     seed: int = 0
     min_node_images: int = 5
