@@ -87,6 +87,7 @@ def test_the_proxy_misses_a_cross_class_confusion_that_reranking_finds(toy):
     rows = sel.rerank["candidates"]
     assert rows[0]["how"] == "proxy optimum" and sel.rerank["winner"] == 1
     assert rows[1]["changed"] == {"A": ["M2"]}
+    assert "re-ranked" in sel.classes[0].why and "re-ranked" not in sel.classes[1].why
     # the proxy prefers the first, the combined objective the second: A and B images look alike to M1
     # and M3, so the proxy's combination gets about half of them wrong
     assert rows[0]["proxy"] > rows[1]["proxy"]

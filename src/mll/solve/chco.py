@@ -197,6 +197,14 @@ def select(
         choice, record = rerank.choose(problem, choice, build, bank, y, weights, sdag, hub_cards, resolve)
     timings["rerank"] = time.perf_counter() - t5
     classes = build(choice)
+    if record.get("winner"):  # the proxy's "best of ..." no longer holds for the classes it changed
+        won = record["candidates"][record["winner"]]
+        for c in classes:
+            if c.name in won["changed"]:
+                c.why += (
+                    f"; re-ranked ({won['how']}): the combiner's cross-fitted node-data accuracy "
+                    f"{won['accuracy']:.3f} vs {record['candidates'][0]['accuracy']:.3f} for the proxy's choice"
+                )
     models = sorted({m for c in classes for m in c.models})
     sel = Selection(
         classes,
