@@ -322,7 +322,8 @@ def test_ablations_isolate_what_they_name(world, six):
     """w/o gates keeps stacking; w/o CHCO stacks every covering head; one head per class has no model
     cost; w/o gates or stacking is the plain mean."""
     ctx, cache = world["ctx"], OutputCache()
-    cells = {m: run_cell(ctx, six, m, cache) for m in ("mll", "stack_ungated", "stack_all", "one_head", "ungated")}
+    methods = ("mll", "mll_proxy", "stack_ungated", "stack_all", "one_head", "ungated")
+    cells = {m: run_cell(ctx, six, m, cache) for m in methods}
     assert all(c["status"] == "ok" and 0.0 <= c["accuracy"] <= 1.0 for c in cells.values())
     assert cells["mll"]["combiner"] == "stacking" and set(cells["mll"]["modes"].values()) == {"stacking"}
     assert cells["stack_ungated"]["combiner"] == "stacking-ungated"
@@ -336,7 +337,7 @@ def test_ablations_isolate_what_they_name(world, six):
         assert models == covering_models(index, cells["stack_all"]["matched"][c])
     assert cells["stack_all"]["combiner"] == "stacking"
     assert all(len(ms) == 1 for ms in cells["one_head"]["answered_by"].values())
-    for m in ("stack_ungated", "stack_all", "one_head"):
+    for m in ("mll_proxy", "stack_ungated", "stack_all", "one_head"):
         assert get_method(m).label and not get_method(m).reference
 
 

@@ -127,6 +127,8 @@ class SolveParams:
     temperature: str = "full"  # logits / T_m before subtree sums: none | full (heads stored in full) | all
     max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
     adapt: bool = True  # reweight node data towards the task's images before predicting (mll.solve.adaptation)
+    rerank: int = 8  # candidate selections re-scored by the combined, cross-fitted objective (0: proxy alone)
+    rerank_min_z: float = 1.5  # a candidate must beat the proxy optimum by this many standard errors
     batch_size: int = 64
     gpu_batch_size: int = 256  # used instead of batch_size on CUDA
     device: str = "auto"

@@ -364,6 +364,16 @@ def _one_head(run: CellRun) -> None:
 
 
 @register_method(
+    "mll_proxy",
+    label="MLL, proxy alone",
+    heads="CHCO by the per-class AUROC proxy alone (no re-ranking by the combined objective)",
+    combination="as MLL",
+)
+def _mll_proxy(run: CellRun) -> None:
+    run.fill(run.solve(cfg=replace(run.ctx.cfg, rerank=0)))
+
+
+@register_method(
     "static",
     label="MLL w/o adaptation",
     heads="CHCO on unweighted node data (no adaptation to the task's images)",

@@ -17,9 +17,11 @@ Decided from the labels alone (no target images, no model run), in two stages:
    model-use indicators, so it is an integer program: solved exactly with HiGHS, and by a greedy +
    local-search heuristic for very large candidate sets (both in `mll.solve.solvers`).
 
-The selection records each stage's seconds (`Selection.timings`): node data, prune, proxy (the
-option accuracies from stored outputs) and solve, so a later stage over the top candidates can be
-timed on its own.
+The proxy decomposes by class, so it cannot see that two classes' heads confuse each other once
+combined. With a `rerank` (`mll.solve.rerank`), a few candidate selections around the proxy optimum
+are scored by the combined, cross-fitted objective (the real combiner's accuracy on held-out node
+data) and the best one is used. The selection records each stage's seconds (`Selection.timings`):
+node data, prune, proxy (the option accuracies from stored outputs), solve and rerank.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +40,9 @@ from mll.labels.index import LabelIndex
 from mll.labels.scores import auroc, auroc_rows
 from mll.solve.nodedata import ScoreBank, head_columns, task_node_data
 from mll.solve.solvers import Problem, solve_exact, solve_heuristic
+
+if TYPE_CHECKING:  # rerank fits combiners (mll.solve.reuse), which import this module
+    from mll.solve.rerank import Rerank
 
 
 # --- the selection ---------------------------------------------------------------------------------
@@ -69,6 +75,7 @@ class Selection:
     combiner: str = "pending"  # stacking | statistics | hybrid, "-ungated" without gates (set by reuse)
     solver_note: str = ""  # why the exact solver's answer was not used (e.g. HiGHS hit its time limit)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (see the module doc)
+    rerank: dict = field(default_factory=dict)  # the re-ranked candidates and their scores (mll.solve.rerank)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +109,7 @@ def select(
     weights: np.ndarray | None = None,
     time_limit: float = 30.0,
     temperature: str = "none",
+    rerank: Rerank | None = None,
 ) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
@@ -109,8 +117,10 @@ def select(
     its node (the baselines use it). `weights` (one per node image, `mll.solve.adaptation`) weight the
     node images in the accuracy estimates; `temperature` (none | full | all) scores with the labels'
     fitted temperatures (`ScoreBank`). `time_limit`: seconds HiGHS may take before the heuristic
-    answers instead (said in `Selection.solver_note`). Returns the selection, the score bank on the
-    node data and the node-data labels, which reuse fits its combiner on.
+    answers instead (said in `Selection.solver_note`). `rerank` re-scores candidate selections
+    around the proxy optimum with the combined, cross-fitted objective (not with `fixed`).
+    Returns the selection, the score bank on the node data and the node-data labels, which reuse
+    fits its combiner on.
     """
     t0 = time.perf_counter()
     backoffs = backoffs or {}
@@ -171,6 +181,61 @@ def select(
     else:
         choice, how = solve_exact(problem, time_limit, notes=notes) if use == "exact" else solve_heuristic(problem)
     timings["solve"] = time.perf_counter() - t4
+
+    def build(choice: list[int]) -> list[ClassChoice]:
+        return _class_choices(
+            choice, names, targets, answer, options, accs, cand_info, y, backoffs, excl, hub_cards, sdag
+        )
+
+    record: dict = {}
+    t5 = time.perf_counter()
+    if rerank is not None and rerank.candidates > 0 and fixed is None:
+
+        def resolve(p: Problem) -> list[int]:  # the same solver, for the optima at other model costs
+            return solve_exact(p, time_limit)[0] if use == "exact" else solve_heuristic(p)[0]
+
+        choice, record = rerank.choose(problem, choice, build, bank, y, weights, sdag, hub_cards, resolve)
+    timings["rerank"] = time.perf_counter() - t5
+    classes = build(choice)
+    if record.get("winner"):  # the proxy's "best of ..." no longer holds for the classes it changed
+        won = record["candidates"][record["winner"]]
+        for c in classes:
+            if c.name in won["changed"]:
+                c.why += (
+                    f"; re-ranked ({won['how']}): the combiner's cross-fitted node-data accuracy "
+                    f"{won['accuracy']:.3f} vs {record['candidates'][0]['accuracy']:.3f} for the proxy's choice"
+                )
+    models = sorted({m for c in classes for m in c.models})
+    sel = Selection(
+        classes,
+        models,
+        round(problem.objective(choice), 5),
+        None,
+        how,
+        round(time.perf_counter() - t0, 4),
+        cost,
+        solver_note="; ".join(notes),
+        timings={k: round(v, 4) for k, v in timings.items()},
+        rerank=record,
+    )
+    return sel, bank, y
+
+
+def _class_choices(
+    choice: list[int],
+    names: list[str],
+    targets: list[str | None],
+    answer: list[str | None],
+    options: list[list[tuple[str, ...]]],
+    accs: list[list[float]],
+    cand_info: list[list[dict]],
+    y: np.ndarray,
+    backoffs: dict[str, str],
+    excl: list[tuple[str, ...]],
+    hub_cards: dict,
+    sdag: SDAG,
+) -> list[ClassChoice]:
+    """The per-class part of a selection for one option choice (-1: the class has none)."""
     classes = []
     for k, (n, t) in enumerate(zip(names, targets)):
         c = ClassChoice(
@@ -202,19 +267,7 @@ def select(
         else:
             c.why = "no hub head covers this class"
         classes.append(c)
-    models = sorted({m for c in classes for m in c.models})
-    sel = Selection(
-        classes,
-        models,
-        round(problem.objective(choice), 5),
-        None,
-        how,
-        round(time.perf_counter() - t0, 4),
-        cost,
-        solver_note="; ".join(notes),
-        timings={k: round(v, 4) for k, v in timings.items()},
-    )
-    return sel, bank, y
+    return classes
 
 
 def _mean_score(bank: ScoreBank, option: tuple[str, ...], node: str, exclude: tuple[str, ...]) -> np.ndarray:

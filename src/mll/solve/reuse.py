@@ -214,8 +214,13 @@ def fit_combiner(
     seed: int = 0,
     weights: np.ndarray | None = None,
     combiner: str = "auto",
+    fit_rows: np.ndarray | None = None,
 ) -> tuple[Combiner, dict]:
     """Fit the combiner on the node data's stored outputs; returns it and the column map.
+
+    `fit_rows` (a boolean mask over the node images) fits on those images only, while the kind of
+    combiner and its stacked classes are still chosen from all of `y`: the cross-fitted estimate of
+    `mll.solve.rerank` thus scores the very combiner a full fit would build.
 
     `weights` (one per node image, from `mll.solve.adaptation`) make node images that look like the
     target images count more. `use_gates: false` leaves the gates out of whichever combiner is
@@ -232,6 +237,8 @@ def fit_combiner(
     comb = Combiner(kind, pairs, models, classes, gated=use_gates, temps=temps, stacked=stacked)
     if kind != STATISTICS:  # statistics fits nothing: skip reading the node outputs
         mask = np.isin(y, classes)
+        if fit_rows is not None:
+            mask &= fit_rows
         logp = {m: bank.logp(m)[mask] for m in models}
         gates = {m: bank.gate(m)[mask] for m in models}
         get_combiner(kind).fit(comb, logp, gates, cols, y[mask], None if weights is None else weights[mask], C, seed)

@@ -22,6 +22,7 @@ from mll.solve.chco import Selection, select
 from mll.solve.matching import Match, Matcher, check_task
 from mll.solve.outputs import OutputCache
 from mll.solve.patch import fuse, get_patch_kind, load_patch, patch_active
+from mll.solve.rerank import Rerank
 from mll.solve.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
 
 
@@ -166,6 +167,13 @@ def plan(
         fixed=chosen,
         weights=node_weights,
         temperature=cfg.temperature,
+        rerank=Rerank(
+            cfg.rerank,
+            cfg.rerank_min_z,
+            min_node_images=cfg.min_node_images,
+            use_gates=cfg.use_gates,
+            combiner=cfg.combiner,
+        ),
     )
     comb, cols = (None, {})
     if sel.models:
