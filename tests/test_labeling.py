@@ -82,7 +82,7 @@ def test_key_follows_card_and_probe(tiny_world):
     assert label_key(card, "a") != label_key(card, "b")
     assert label_key(card, "a") != label_key(replace(card, description="changed"), "a")
     # the settings that define what a label holds are part of its key; how labeling runs is not
-    assert label_key(card, "a", LabelParams(gate_target="domain")) != label_key(card, "a")
+    assert label_key(card, "a", LabelParams(gate_target="competence")) != label_key(card, "a")
     assert label_key(card, "a", LabelParams(top_k=8)) != label_key(card, "a")
     assert label_key(card, "a", LabelParams(batch_size=7, concurrency=3)) == label_key(card, "a")
 
