@@ -224,7 +224,8 @@ def train_expert(
             # (train_seconds goes to MLflow and the log)
             "metrics": {"val_accuracy": round(val_acc, 4), "n_train": len(x_tr), "n_val": len(x_va)},
             "training_environment": training_environment(),
-            "mlflow_run_id": tracker.run_id,
+            # no MLflow run id either: it changes on every retraining, weights or not; the run is found
+            # by its tag weights_sha256 (set below) and the registered model's `hub` alias
         },
         description=f"{spec.arch} trained on {len(spec.classes)} {spec.dataset} classes",
     )
