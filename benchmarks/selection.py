@@ -110,13 +110,7 @@ def run(n_models: int = 10_000, n_nodes: int = 20_000, n_classes: int = 50, reps
         out[f"warm_{solver}_stages"] = {k: float(np.median([s[k] for s in stages])) for k in stages[0]}
     # re-rank: the same task, warm, the default number of candidates scored by the default combiner
     cfg = SolveParams()
-    rerank = Rerank(
-        cfg.rerank,
-        cfg.rerank_min_z,
-        min_node_images=cfg.min_node_images,
-        use_gates=cfg.use_gates,
-        combiner=cfg.combiner,
-    )
+    rerank = Rerank.from_params(cfg)
     rr = []
     for _ in range(max(1, min(reps, 3))):
         t, c = time.perf_counter(), time.process_time()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mll.config import SolveParams
 from mll.data.sdag import SDAG
 from mll.solve.chco import ClassChoice, Selection
 from mll.solve.nodedata import ScoreBank
@@ -46,6 +47,17 @@ class Rerank:
     use_gates: bool = True
     combiner: str = "auto"
     C: float = 0.5
+
+    @classmethod
+    def from_params(cls, cfg: SolveParams) -> Rerank:
+        """The re-rank the solve settings ask for, scored with their own combiner."""
+        return cls(
+            cfg.rerank,
+            cfg.rerank_min_z,
+            min_node_images=cfg.min_node_images,
+            use_gates=cfg.use_gates,
+            combiner=cfg.combiner,
+        )
 
     def choose(
         self,

@@ -167,13 +167,7 @@ def plan(
         fixed=chosen,
         weights=node_weights,
         temperature=cfg.temperature,
-        rerank=Rerank(
-            cfg.rerank,
-            cfg.rerank_min_z,
-            min_node_images=cfg.min_node_images,
-            use_gates=cfg.use_gates,
-            combiner=cfg.combiner,
-        ),
+        rerank=Rerank.from_params(cfg),
     )
     comb, cols = (None, {})
     if sel.models:
