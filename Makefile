@@ -13,7 +13,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export MLFLOW_TRACKING_URI := sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system demo test lint format test-fast bench serve stop relabel dvc-deps clean
+.PHONY: help setup system demo test lint format test-fast bench serve stop relabel dvc-deps clipart clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ relabel: setup  ## run the label-hub deployment on the served Prefect (after `ma
 
 dvc-deps: setup  ## rewrite dvc.yaml's code deps from each stage's import closure
 	$(BIN)/python scripts/dvc_deps.py --write
+
+clipart:  ## fetch the emoji artwork (npm emoji-datasource-google/-twitter) into .cache/emoji (never run by tests)
+	bash scripts/fetch_emoji.sh
 
 clean:  ## remove caches (not the venv, not DVC outputs)
 	rm -rf .cache .pytest_cache

@@ -1,0 +1,92 @@
+"""The emoji clipart loader on a tiny fake package layout, and the committed synset table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from mll.data.clipart import EXPECTED_ROOTS, emoji
+from mll.data.datasets import DatasetMissingError
+from mll.paths import data_dir
+
+ENTRIES = [  # (unified, short_name, category, image exists)
+    ("1F415", "dog2", "Animals & Nature"),
+    ("1F32E", "taco", "Food & Drink"),
+    ("1F600", "grinning", "Smileys & Emotion"),  # not a concrete category
+    ("1F385-1F3FB", "santa_light", "Objects"),  # a skin-tone variant listed at top level
+    ("1F528", "hammer", "Objects"),
+]
+TABLE = [("1F415", "n02084071", "dog.n.01"), ("1F32E", "n07880968", "taco.n.02"),
+         ("1F600", "n02084071", "dog.n.01"), ("1F385-1F3FB", "n03481172", "hammer.n.02")]  # fmt: skip
+
+
+def _fake(tmp_path, twitter_lacks=("1F32E",)):
+    root = tmp_path / "emoji"
+    for style in ("google", "twitter"):
+        img = root / style / "img" / style / "64"
+        img.mkdir(parents=True)
+        entries = []
+        for unified, short, cat in ENTRIES:
+            has = not (style == "twitter" and unified in twitter_lacks)
+            e = {"unified": unified, "short_name": short, "category": cat, "subcategory": "x",
+                 "image": f"{unified.lower()}.png", f"has_img_{style}": has}  # fmt: skip
+            if unified == "1F385-1F3FB":
+                e["skin_variations"] = {"1F3FC": {"unified": "1F385-1F3FC", "image": "1f385-1f3fc.png"}}
+            entries.append(e)
+            if has:
+                Image.new("RGBA", (64, 64), (200, 10, 10, 255)).save(img / e["image"])
+        (root / style / "emoji.json").write_text(json.dumps(entries))
+    table = tmp_path / "emoji_synsets.csv"
+    with open(table, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unified", "short_name", "category", "subcategory", "synset", "synset_name", "checked", "note"])
+        w.writerows([u, "", "", "", s, n, "hand", ""] for u, s, n in TABLE)
+    return root, table
+
+
+def test_loader_filters_categories_skin_tones_and_unmapped(tmp_path):
+    root, table = _fake(tmp_path)
+    ds = emoji(root, table)
+    files = sorted((p, u.rsplit("/", 1)[1]) for u, p in zip(ds.uris, ds.parts))
+    # grinning: not concrete; the skin-tone row: excluded; hammer: not in the table;
+    # taco: twitter has no image for it
+    assert files == [("google", "1f32e.png"), ("google", "1f415.png"), ("twitter", "1f415.png")]
+    assert set(ds.parts) == {"google", "twitter"}
+    by_file = {u.rsplit("/", 1)[1]: ds.synsets[y] for u, y in zip(ds.uris, ds.labels)}
+    assert by_file == {"1f32e.png": "n07880968", "1f415.png": "n02084071"}
+    assert ds.class_names[ds.synsets.index("n07880968")] == "taco"
+    assert not any("1f3f" in u for u in ds.uris)
+    assert len(emoji(root, table, styles=("twitter",))) == 1
+
+
+def test_missing_files_name_the_fix(tmp_path):
+    _, table = _fake(tmp_path)
+    with pytest.raises(DatasetMissingError, match="make clipart"):
+        emoji(tmp_path / "nowhere", table)
+    root, table = _fake(tmp_path / "b")
+    (root / "google" / "img" / "google" / "64" / "1f415.png").unlink()
+    with pytest.raises(DatasetMissingError, match="make clipart"):
+        emoji(root, table)
+
+
+def test_committed_table_is_valid_wordnet_under_category_roots():
+    from mll.data.wordnet import get_wordnet, synset_from_wnid
+
+    wn = get_wordnet()
+    with open(data_dir() / "emoji_synsets.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) > 500
+    assert len({r["unified"] for r in rows}) == len(rows), "an emoji is listed twice"
+    assert len({r["short_name"] for r in rows}) == len(rows)
+    assert {r["checked"] for r in rows} <= {"hand", "auto"}
+    bad = []
+    for r in rows:
+        s = synset_from_wnid(r["synset"])
+        assert s.name() == r["synset_name"], r
+        roots = {wn.synset(n) for n in EXPECTED_ROOTS[r["category"]]}
+        if not any(roots & set(p) for p in s.hypernym_paths()):
+            bad.append((r["short_name"], r["synset_name"]))
+    assert not bad, f"synsets not under their category's roots: {bad}"
