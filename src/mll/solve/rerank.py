@@ -27,7 +27,7 @@ from mll.config import SolveParams
 from mll.data.sdag import SDAG
 from mll.solve.chco import ClassChoice, Selection
 from mll.solve.nodedata import ScoreBank
-from mll.solve.reuse import fit_combiner
+from mll.solve.reuse import fit_combiner, predict_node
 from mll.solve.solvers import Problem
 
 # the other model costs whose proxy optima are candidates, as multiples of λ (see `candidates`)
@@ -152,10 +152,7 @@ class Rerank:
                 )
             except ValueError:  # e.g. a training fold left the stacker a single class
                 return None
-            logp = {m: bank.logp(m)[test] for m in comb.models}
-            gates = {m: bank.gate(m)[test] for m in comb.models}
-            pred = np.asarray(comb.classes)[comb.predict_proba(logp, gates, cols).argmax(1)]
-            hits[test] = pred == y[test]
+            hits[test] = predict_node(comb, cols, bank, test) == y[test]
         return hits
 
 
@@ -214,12 +211,10 @@ def candidates(
             moves.append((best[0], k, best[1], f"class {k}: {'+'.join(opts[best[2]])} (proxy margin {best[0]:.4f})"))
     moves.sort(key=lambda m: (m[0], m[1]))
     swaps = [(m[2], m[3]) for m in moves]
-    costs = iter(COST_FACTORS)
-    while len(out) < n and (swaps or costs is not None):
-        f = next(costs, None) if costs is not None else None
-        if f is None:
-            costs = None
-        else:
+    costs = list(COST_FACTORS)
+    while len(out) < n and (swaps or costs):
+        if costs:
+            f = costs.pop(0)
             choice = resolve(Problem(problem.options, problem.acc, problem.cost * f))
             if tuple(choice) not in seen:
                 seen.add(tuple(choice))

@@ -249,6 +249,14 @@ def fit_combiner(
     return comb, cols
 
 
+def predict_node(comb: Combiner, cols: dict, bank: ScoreBank, rows: np.ndarray) -> np.ndarray:
+    """The combination's answer (a task class index) on the node images selected by `rows`,
+    from their stored outputs."""
+    logp = {m: bank.logp(m)[rows] for m in comb.models}
+    gates = {m: bank.gate(m)[rows] for m in comb.models}
+    return np.asarray(comb.classes)[comb.predict_proba(logp, gates, cols).argmax(1)]
+
+
 def simulate_accuracy(
     comb: Combiner, cols: dict, bank: ScoreBank, y: np.ndarray, weights: np.ndarray | None = None
 ) -> float | None:
@@ -257,10 +265,7 @@ def simulate_accuracy(
     mask = np.isin(y, comb.classes)
     if not mask.any() or not comb.models:
         return None
-    logp = {m: bank.logp(m)[mask] for m in comb.models}
-    gates = {m: bank.gate(m)[mask] for m in comb.models}
-    pred = np.asarray(comb.classes)[comb.predict_proba(logp, gates, cols).argmax(1)]
-    hit = (pred == y[mask]).astype(float)
+    hit = (predict_node(comb, cols, bank, mask) == y[mask]).astype(float)
     w = np.ones(len(hit)) if weights is None else np.asarray(weights, dtype=float)[mask]
     return float((w * hit).sum() / max(w.sum(), 1e-12))
 

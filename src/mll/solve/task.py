@@ -338,7 +338,7 @@ def answering_model(p: Plan, k: int) -> str:
 def hit_string(hit: np.ndarray) -> str:
     """Per-image correctness in image order as '0'/'1' characters: compact, and what paired tests
     between two methods on the same images need."""
-    return np.where(np.asarray(hit, dtype=bool), "1", "0").astype(object).sum() if len(hit) else ""
+    return "".join(np.where(np.asarray(hit, dtype=bool), "1", "0"))
 
 
 def evaluate(
