@@ -64,6 +64,15 @@ class ExpertCard:
     license: str = "unknown"
     provenance: dict[str, Any] = field(default_factory=dict)  # dataset, manifest hash, params, run id, metrics
     description: str = ""
+    # --- hub organisation
+    # a registered backbone (mll.hub.backbones) whose features this expert's head reads; experts on
+    # the same backbone and input config share one forward pass per image ("" = a standalone model)
+    backbone: str = ""
+    domain: str = ""  # clothing | digits | clipart | photos | general ...: what `mll hub list --domain` filters
+    # free-form facts about quality and origin: weak, redundant, noisy, misleading, derived,
+    # corrupted:<kind>, style:<name>. The benchmark counts experts tagged weak/redundant/noisy/
+    # misleading apart from the independent ones.
+    tags: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +90,7 @@ class ExpertCard:
         d = dataclasses.asdict(self)
         d["input"]["mean"], d["input"]["std"] = list(self.input.mean), list(self.input.std)
         d["head"] = [[h.name, h.synset] for h in self.head]  # one short line per class in YAML
+        d["tags"] = list(self.tags)
         return d
 
     def content_hash(self) -> str:
@@ -158,7 +168,30 @@ def card_from_dict(d: dict, where: str = "card") -> ExpertCard:
         license=str(d.get("license", "unknown")),
         provenance=dict(d.get("provenance") or {}),
         description=str(d.get("description", "")),
+        backbone=_backbone(d.get("backbone"), d["source"], where),
+        domain=str(d.get("domain") or ""),
+        tags=_tags(d.get("tags"), where),
     )
+
+
+def _tags(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str) or not all(isinstance(t, str) and t.strip() for t in raw):
+        raise CardError(f"{where}: tags must be a list of non-empty strings, got {raw!r}")
+    return tuple(t.strip() for t in raw)
+
+
+def _backbone(raw: Any, source: str, where: str) -> str:
+    """The card's backbone: required by, and only meaningful for, the kinds that read features."""
+    name = str(raw or "")
+    from mll.hub.backbones import backbone_names  # the registry imports cards: import on call
+
+    if name and name not in backbone_names():
+        raise CardError(f"{where}: backbone {name!r} is not one of {', '.join(backbone_names())}")
+    if source == "backbone_head" and not name:
+        raise CardError(f"{where}: a backbone_head card names its backbone (one of {', '.join(backbone_names())})")
+    return name
 
 
 def read_card(model_dir: Path) -> ExpertCard:

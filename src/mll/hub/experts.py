@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mll.hub.backbones import FeatureCache, SplitModule, backbone_key
 from mll.hub.cards import CardError, ExpertCard, InputConfig, read_card, verify_weights
 from mll.hub.sources import build_module
 
@@ -80,18 +81,54 @@ class Expert:
     def num_classes(self) -> int:
         return self.card.num_classes
 
+    @property
+    def backbone_key(self) -> str | None:
+        """The shared computation this expert's head reads (None: a standalone model)."""
+        return backbone_key(self.card) if isinstance(self.module, SplitModule) else None
+
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Logits for already preprocessed input (N, C, S, S), batched; float32 on the CPU."""
+    def _batched(self, fn, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
         outs = []
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                y = self.module(xb)
-            outs.append(y.float().cpu())
+                outs.append(fn(xb).float().cpu())
+        return outs
+
+    def features(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """The shared backbone's features of preprocessed input (N, D); only for backbone heads."""
+        if not isinstance(self.module, SplitModule):
+            raise TypeError(f"{self.name} is a standalone model; it has no shared backbone features")
+        outs = self._batched(self.module.backbone, x, batch_size)
+        return torch.cat(outs) if outs else torch.empty(0, 0)
+
+    @torch.inference_mode()
+    def head_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """The head on precomputed backbone features (N, D) -> logits (N, num_classes)."""
+        return self._checked(self.module.head(feats.to(self.device)).float().cpu())
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        batch_size: int = 64,
+        keys: list[str] | None = None,
+        features: FeatureCache | None = None,
+    ) -> torch.Tensor:
+        """Logits for already preprocessed input (N, C, S, S), batched; float32 on the CPU.
+
+        With a feature cache and one key per row, a backbone head reads the shared backbone's
+        features from the cache and computes only the rows nobody has computed yet."""
+        if features is not None and keys is not None and self.backbone_key is not None:
+            if len(keys) != len(x):
+                raise ValueError(f"{len(keys)} keys for {len(x)} images")
+            feats = features.get(self.backbone_key, keys, lambda rows: self.features(x[rows], batch_size))
+            return self.head_logits(feats)
+        outs = self._batched(self.module, x, batch_size)
         if not outs:
             return torch.empty(0, self.num_classes)
-        y = torch.cat(outs)
+        return self._checked(torch.cat(outs))
+
+    def _checked(self, y: torch.Tensor) -> torch.Tensor:
         if y.ndim != 2 or y.shape[1] != self.num_classes:
             raise CardError(f"{self.name}: model outputs shape {tuple(y.shape)}, card lists {self.num_classes} classes")
         return y

