@@ -1,4 +1,5 @@
-"""Flow `build-hub`: train demo experts and import packaged ImageNet experts (DVC stage `experts`)."""
+"""Flow `build-hub`: train demo experts, import the packaged ImageNet experts and derived specialists,
+train the head experts on shared backbones (DVC stages `experts`, `imagenet-experts`, `heads`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ bootstrap(training=True)  # the offline environment before Prefect reads it; CPU
 
 from prefect import flow, get_run_logger, task
 
-from mll.hub.build import import_imagenet_stage, train_expert_stage
+from mll.hub.build import import_imagenet_stage, train_expert_stage, train_heads_stage
 
 
 @task(name="train-expert")
@@ -24,26 +25,43 @@ def import_one(name: str, params_file: str, hub: str) -> int:
     return import_imagenet_stage(name, params_file, hub, log=get_run_logger().info).num_classes
 
 
+@task(name="train-heads")
+def train_heads(names: list[str] | None, params_file: str, manifest: str, hub: str) -> int:
+    return len(train_heads_stage(names or None, params_file, manifest, hub, log=get_run_logger().info))
+
+
 @flow(name="build-hub")
 def build_hub_flow(
     trained: list[str] | None = None,
     imagenet: list[str] | None = None,
+    heads: list[str] | None = None,
     params_file: str = "params.yaml",
     manifest: str = "data/splits/expert_train.parquet",
     hub: str = "models",
 ) -> dict:
-    """Train the named demo experts and import the named ImageNet experts into `hub`."""
+    """Train the named demo experts, import the named ImageNet experts and train the named heads
+    (`heads=[]`: every head under experts.heads) into `hub`."""
     out = {n: train_one(n, params_file, manifest, hub) for n in trained or []}
     out.update({n: import_one(n, params_file, hub) for n in imagenet or []})
+    if heads is not None:
+        out["heads"] = train_heads(heads, params_file, manifest, hub)
     return out
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", nargs="*", default=[], help="names under experts.trained")
-    ap.add_argument("--imagenet", nargs="*", default=[], help="names under experts.imagenet")
+    ap.add_argument("--imagenet", nargs="*", default=None, help="names under experts.imagenet (no name: every one)")
+    ap.add_argument(
+        "--heads", nargs="*", default=None, help="names under experts.heads (no name: every head), in one process"
+    )
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--manifest", default="data/splits/expert_train.parquet")
     ap.add_argument("--hub", default="models")
     a = ap.parse_args()
-    build_hub_flow(a.train, a.imagenet, a.params, a.manifest, a.hub)
+    imagenet = a.imagenet
+    if imagenet == []:  # the flag alone: every ImageNet expert, in this one process
+        from mll.config import load_section
+
+        imagenet = list(load_section("experts", a.params).imagenet)
+    build_hub_flow(a.train, imagenet, a.heads, a.params, a.manifest, a.hub)

@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from mll.config import LabelParams, load_section
 from mll.hub.store import Hub
-from mll.labels.run import finish_label_stage, label_one
+from mll.labels.run import finish_label_stage, label_one, labeling_order
 
 
 @task(name="label-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -90,7 +90,7 @@ def label_hub_flow(
         if v is not None
     }
     params = replace(params, **overrides)
-    names = models or Hub(hub).names()
+    names = labeling_order(hub, models or Hub(hub).names())
     paths = {"hub_root": hub, "probe_path": probe, "sdag_path": sdag, "labels_root": labels}
     results, failed = _label_models.with_options(task_runner=_runner(params))(names, params, paths, force)
     report = finish_label_stage(

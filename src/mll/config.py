@@ -96,6 +96,43 @@ class TrainedExpertParams(TrainOverrides):
 class ImagenetExpertParams:
     variant: str  # efficientnet-lite0 | -lite1 | -lite2 (packaged weights)
     input_size: int | None = None  # run below the native size (EfficientNets accept any size)
+    subtree: str | None = None  # a synset name: a derived specialist over the ImageNet classes under it
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadOverrides:
+    """Settings a head expert may set over `experts.head_defaults` (mll.hub.head_training.HeadSpec)."""
+
+    backbone: str | None = None  # a registered backbone (mll.hub.backbones)
+    input_size: int | None = None
+    arch: str | None = None  # linear | mlp
+    hidden: int | None = None
+    epochs: int | None = None  # full-batch steps
+    lr: float | None = None
+    weight_decay: float | None = None
+    per_class: int | None = None
+    augment: int | None = None  # augmented views per training image
+    label_noise: float | None = None  # a noisy expert: this share of labels is wrong
+    permute: bool | None = None  # a misleading expert: each class trained on the next class's images
+    val_fraction: float | None = None
+    seed: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(HeadOverrides)
+            if getattr(self, f.name) is not None
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadParams(HeadOverrides):
+    datasets: tuple[str, ...]
+    classes: tuple[str, ...] = ()  # dataset class names or synset names; empty = every class
+    domain: str = ""
+    tags: tuple[str, ...] = ()
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +140,8 @@ class ExpertsParams:
     defaults: TrainOverrides = field(default_factory=TrainOverrides)
     trained: dict[str, TrainedExpertParams] = field(default_factory=dict)
     imagenet: dict[str, ImagenetExpertParams] = field(default_factory=dict)
+    head_defaults: HeadOverrides = field(default_factory=HeadOverrides)
+    heads: dict[str, HeadParams] = field(default_factory=dict)
     track: bool = True  # MLflow run per trained expert, registered as mll-expert-<name>@hub
 
 

@@ -173,11 +173,15 @@ class FeatureCache:
             self._mem[bkey] = (pos, arr)
         return self._mem[bkey]
 
-    def get(self, bkey: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
-        """Features for `keys`; `compute(positions)` supplies the rows not cached yet."""
+    def missing(self, bkey: str, keys: Sequence[str]) -> list[int]:
+        """Positions in `keys` whose features are not cached yet."""
         with self._lock:
             pos, _ = self._entry(bkey)
-            todo = [i for i, k in enumerate(keys) if k not in pos]
+            return [i for i, k in enumerate(keys) if k not in pos]
+
+    def get(self, bkey: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        """Features for `keys`; `compute(positions)` supplies the rows not cached yet."""
+        todo = self.missing(bkey, keys)
         if todo:
             new = compute(todo).float().cpu().numpy()
             with self._lock:

@@ -228,6 +228,7 @@ def train_expert(
             # by its tag weights_sha256 (set below) and the registered model's `hub` alias
         },
         description=f"{spec.arch} trained on {len(spec.classes)} {spec.dataset} classes",
+        domain=str(rows["domain"].iloc[0]) if "domain" in rows.columns else "",
     )
     card = hub.add(card, model.state_dict(), overwrite=True)
     tracker.log_dict(card.to_dict(), "card.yaml.json")

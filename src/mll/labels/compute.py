@@ -32,6 +32,7 @@ import torch
 from mll.config import LabelParams
 from mll.data.images import ImageError, open_image
 from mll.data.sdag import SDAG
+from mll.hub.backbones import FeatureCache
 from mll.hub.cards import ExpertCard
 from mll.hub.experts import Expert, preprocess
 from mll.labels.scores import fit_gate, fit_temperature, gate_features, gate_score
@@ -50,7 +51,9 @@ class ProbeSet:
 
     max_cached = 2  # preprocessed variants kept at once (models are labeled grouped by input config)
 
-    def __init__(self, manifest: pd.DataFrame, log: Callable[[str], None] = print):
+    def __init__(
+        self, manifest: pd.DataFrame, log: Callable[[str], None] = print, features: FeatureCache | None = None
+    ):
         m = manifest.reset_index(drop=True)
         self.uris = list(m["uri"])
         self.synsets = list(m["synset"])
@@ -61,6 +64,9 @@ class ProbeSet:
         self._lock = threading.Lock()
         self.skipped: dict[str, str] = {}
         self._log = log
+        # shared backbones' features of the probe images, one computation per backbone and input
+        # config for every head on it (on disk when given a root: a new head reuses them)
+        self.features = features if features is not None else FeatureCache()
 
     def __len__(self) -> int:
         return len(self.uris)
@@ -79,6 +85,10 @@ class ProbeSet:
                 self._images = imgs
                 self.decode_seconds = time.perf_counter() - t0
             return self._images
+
+    def usable(self) -> np.ndarray:
+        """Indices of the probe images that decoded (a bad one is skipped, not fatal)."""
+        return np.flatnonzero([im is not None for im in self.images()])
 
     def tensor(self, card: ExpertCard) -> tuple[torch.Tensor, np.ndarray]:
         """(preprocessed probe images for `card`, indices of usable images)."""
@@ -287,6 +297,12 @@ def compute_label(
     )
 
 
+def _sync(expert: Expert) -> None:
+    """Wait for queued GPU work, so forward timings measure the forward pass."""
+    if expert.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 # --- labeling one model --------------------------------------------------------------------------
 @dataclass
 class LabelResult:
@@ -333,18 +349,32 @@ def label_model(
         t0 = time.perf_counter()
         expert = expert_loader()
         load = time.perf_counter() - t0
-        x, ok = probe.tensor(card)
         outs, fwd = [], 0.0
         batch = cfg.gpu_batch_size if expert.device.type == "cuda" else cfg.batch_size
-        for i in range(0, len(x), batch):
-            xb = x[i : i + batch]
-            if expert.device.type == "cuda":
-                torch.cuda.synchronize()
+        if expert.backbone_key is not None:  # a head on a shared backbone: features computed once per backbone
+            ok = probe.usable()
+            keys = [probe.uris[i] for i in ok]
+            # preprocessing only when the backbone has not seen these images, and outside the timing
+            x = probe.tensor(card)[0] if probe.features.missing(expert.backbone_key, keys) else None
+            _sync(expert)
             t1 = time.perf_counter()
-            outs.append(expert.forward(xb, batch))
-            fwd += time.perf_counter() - t1
+            feats = probe.features.get(expert.backbone_key, keys, lambda rows: expert.features(x[rows], batch))
+            outs.append(expert.head_logits(feats))
+            _sync(expert)
+            fwd = time.perf_counter() - t1
             if progress:
-                progress(len(xb))
+                progress(len(ok))
+        else:
+            x, ok = probe.tensor(card)
+            for i in range(0, len(x), batch):
+                xb = x[i : i + batch]
+                _sync(expert)
+                t1 = time.perf_counter()
+                outs.append(expert.forward(xb, batch))
+                _sync(expert)
+                fwd += time.perf_counter() - t1
+                if progress:
+                    progress(len(xb))
         logits = torch.cat(outs) if outs else torch.empty(0, card.num_classes)
         declared = (card.provenance.get("metrics") or {}).get("val_accuracy")
         label = compute_label(

@@ -21,9 +21,32 @@ _tracking_lock = threading.Lock()  # MLflow's fluent API keeps one active run pe
 @functools.lru_cache(maxsize=4)
 def _label_context(probe_path: str, sdag_path: str):
     from mll.data.splits import read_manifest
+    from mll.hub.backbones import FeatureCache
     from mll.labels.compute import ProbeSet
+    from mll.paths import cache_dir
 
-    return ProbeSet(read_manifest(Path(probe_path))), SDAG.load(Path(sdag_path))
+    probe = ProbeSet(read_manifest(Path(probe_path)))
+    # the shared backbones' probe features persist: a new head on a known backbone runs only its head
+    probe.features = FeatureCache(cache_dir() / "features" / f"probe-{probe.hash[:16]}")
+    return probe, SDAG.load(Path(sdag_path))
+
+
+def labeling_order(hub_root: Path, names: list[str]) -> list[str]:
+    """`names` grouped by input config and backbone, so each preprocessing and each backbone's
+    features are computed once while they are needed (the probe set keeps two variants at a time)."""
+    from mll.hub.cards import CardError
+    from mll.hub.store import Hub
+
+    hub = Hub(Path(hub_root))
+
+    def key(n: str) -> tuple[str, str, str]:
+        try:
+            card = hub.card(n)
+        except (CardError, OSError):  # a bad card fails in its own labeling, with its own message
+            return ("", "", n)
+        return (repr(card.input), card.backbone, n)
+
+    return sorted(names, key=key)
 
 
 def label_one(
@@ -211,7 +234,7 @@ def label_stage(
     from mll.hub.cards import CardError
     from mll.hub.store import Hub
 
-    names = models or Hub(Path(hub_root)).names()
+    names = labeling_order(Path(hub_root), models or Hub(Path(hub_root)).names())
     results, failed = [], {}
     for name in tqdm(names, desc="label hub", unit="model"):
         try:

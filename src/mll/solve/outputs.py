@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mll.hub.backbones import FeatureCache
+
 
 class OutputCache:
     """(model, image key) -> stored-form log-probabilities and logsumexp."""
@@ -22,6 +24,8 @@ class OutputCache:
         self.root = Path(root) if root is not None else None
         self._mem: dict[str, dict] = {}  # model key -> {"pos": {key: row}, "logp": [arrays], "lse": [arrays]}
         self._lock = threading.Lock()
+        # the shared backbones' features of the same images (heads on one backbone run it once)
+        self.features = FeatureCache(self.root / "features" if self.root is not None else None)
 
     @staticmethod
     def _key(model: str, sha: str) -> str:

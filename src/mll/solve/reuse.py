@@ -300,9 +300,20 @@ def run_models(
         if todo:
             expert = load()
             key = expert.card.input
-            if key not in tensors:
-                tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
-            logits = expert.forward(tensors[key][todo] if cache is not None else tensors[key], batch_size)
+            bkey = expert.backbone_key if cache is not None else None
+            if bkey is not None:  # a head on a shared backbone: its features are computed once per image
+                sub = [keys[i] for i in todo]
+                need = cache.features.missing(bkey, sub)
+                if need and key not in tensors:
+                    tensors = {key: preprocess(list(images), key)}
+                x = tensors[key][todo] if need else None
+                logits = expert.head_logits(
+                    cache.features.get(bkey, sub, lambda rows, e=expert, x=x: e.features(x[rows], batch_size))
+                )
+            else:
+                if key not in tensors:
+                    tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
+                logits = expert.forward(tensors[key][todo] if cache is not None else tensors[key], batch_size)
             lp = storage_of(summaries.get(name), expert.num_classes).live(logits)
             lse = torch.logsumexp(logits.float(), 1).numpy()
             if cache is not None:
