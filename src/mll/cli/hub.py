@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
-from mll.cli.common import UserError
+from mll.cli.common import UserError, write_json
 from mll.data.sdag import SDAG
-from mll.hub.sources import add_from_source
+from mll.hub.backbones import backbone_names
+from mll.hub.listing import HubFilter, footer, format_table, list_hub, resolve_concept
+from mll.hub.sources import add_from_source, source_kinds
 from mll.hub.store import Hub, coverage_summary
 from mll.labels.run import label_overview
 from mll.labels.store import read_summary
@@ -26,22 +31,42 @@ def _sdag_or_none(path: str) -> SDAG | None:
 
 def list_models(a: argparse.Namespace) -> int:
     hub = _hub(a)
-    cards, bad = hub.cards()
+    cards, bad = hub.cards()  # each card read once
     if not cards and not bad:
         print(f"hub {hub.root} is empty; `mll hub add ...` or `make demo` fills it")
         return 0
     sdag = _sdag_or_none(a.sdag)
-    rows = [("NAME", "SOURCE", "CLASSES", "COVERS", "LABELED")]
-    for c in cards:
-        cov = coverage_summary(c, sdag) if sdag else "(no SDAG: run `mll sdag build`)"
-        labeled = read_summary(Path(a.labels), c.name) is not None
-        rows.append((c.name, c.source, str(c.num_classes), cov, "yes" if labeled else "no"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip())
+    flt = HubFilter(domain=a.domain, source=a.source, backbone=a.backbone, tags=tuple(a.tag or ()), name=a.name)
+    flt.check(cards, source_kinds(), backbone_names())
+    if a.concept:
+        if sdag is None:
+            raise UserError(f"--concept needs the SDAG; there is none at {a.sdag} (`mll sdag build` makes it)")
+        flt = replace(flt, concept=resolve_concept(sdag, a.concept, cards))
+    labels = Path(a.labels)
+    rows = list_hub(
+        cards,
+        flt,
+        covers=(lambda c: coverage_summary(c, sdag)) if sdag else (lambda c: "-"),
+        labeled=lambda name: read_summary(labels, name) is not None,
+    )
+    with_concept = flt.concept is not None
+    if a.json is not None:
+        data = [r.to_dict(with_concept) for r in rows]
+        if a.json == "-":
+            print(json.dumps(data, indent=2))
+            for name, reason in bad.items():
+                print(f"{name}: INVALID ({reason})", file=sys.stderr)
+            return 1 if bad else 0
+        write_json(data, a.json)
+    if flt.concept is not None:
+        print(flt.concept.describe())
+    if rows:
+        print("\n".join(format_table(rows, with_concept, group_by_domain=a.group_by == "domain")))
     for name, reason in bad.items():
         print(f"{name}: INVALID ({reason})")
-    print(f"{len(cards)} models" + (f", {len(bad)} invalid" if bad else ""))
+    if sdag is None:
+        print(f"(COVERS needs the SDAG: none at {a.sdag}; `mll sdag build` makes it)")
+    print(footer(rows, len(cards), len(bad)))
     return 1 if bad else 0
 
 

@@ -51,8 +51,39 @@ def _hub(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", help="hub folder (default: models/)")
     common.add_argument("--sdag", default="data/sdag", help="SDAG folder for concept names (default: data/sdag)")
-    hl = hs.add_parser("list", parents=[common], help="one line per model: source, classes, concepts, labeled")
+    hl = hs.add_parser(
+        "list",
+        parents=[common],
+        help="one line per model: domain, source, classes, tags, concepts, labeled; filters",
+        description="One line per model, sorted by domain then name, and a footer counting models by "
+        "domain and those tagged weak/redundant/noisy/misleading. Filters combine: a model is listed "
+        "when it passes every one given.",
+    )
     _labels_option(hl)
+    hf = hl.add_argument_group("filters (combined: all must hold)")
+    hf.add_argument("--domain", metavar="D", help="models of this domain (clothing, digits, clipart, photos, ...)")
+    hf.add_argument("--source", metavar="S", help="models of this source kind (timm, efficientnet_lite, ...)")
+    hf.add_argument("--backbone", metavar="B", help="heads on this shared backbone (efficientnet-lite0, ...)")
+    hf.add_argument(
+        "--tag",
+        action="append",
+        metavar="T",
+        help="models tagged T or T:<anything> (--tag corrupted matches corrupted:blur); repeat: all must match",
+    )
+    hf.add_argument(
+        "--concept",
+        metavar="NAME",
+        help="models with a head class at or below this SDAG concept: a word (dog), synset id or name",
+    )
+    hf.add_argument("--name", metavar="GLOB", help="model names matching this glob (fmnist-*)")
+    hl.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="the rows as a JSON list: to stdout instead of the table, or written to PATH",
+    )
+    hl.add_argument("--group-by", choices=["domain"], help="a header line before each domain's models")
     hl.set_defaults(func=_handler("hub:list_models"))
     hsh = hs.add_parser("show", parents=[common], help="a model's card and its classes with synsets")
     _labels_option(hsh)

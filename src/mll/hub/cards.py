@@ -24,6 +24,9 @@ CARD_FILE = "card.yaml"
 # provenance that identifies a run rather than the model: left out of `ExpertCard.content_hash`
 VOLATILE_PROVENANCE = ("mlflow_run_id",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# libyaml's safe loader when PyYAML was built with it: same documents, about 7x faster on the
+# 1000-class ImageNet heads, which `mll hub list` reads by the dozen
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CardError(ValueError):
@@ -200,7 +203,7 @@ def read_card(model_dir: Path) -> ExpertCard:
     if not path.is_file():
         raise CardError(f"{path}: no model card")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # a safe loader: plain data only
     except yaml.YAMLError as exc:
         raise CardError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     card = card_from_dict(raw, str(path))
