@@ -98,7 +98,9 @@ def select_rows(spec: HeadSpec, manifest: pd.DataFrame, sdag=None) -> tuple[pd.D
         target = []
         for s in rows["synset"]:
             hits = [k for k, i in enumerate(ids) if i in above(s)]
-            target.append(max(hits, key=lambda k: sdag.depth(ids[k])) if hits else -1)  # the most specific class
+            # the most specific class: a class below another has more ancestors (WordNet depth is the
+            # shortest path, which a second hypernym can shorten: dog.n.01 is "shallower" than carnivore)
+            target.append(max(hits, key=lambda k: len(above(ids[k]))) if hits else -1)
         head = [HeadClass(n.split(".")[0].replace("_", " "), i) for n, i in zip(names, ids)]
     else:
         missing = [c for c in names if c not in set(rows["class_name"])]
@@ -225,6 +227,8 @@ def fit_head(
     metrics = {
         "val_accuracy": round(float((pred[va] == y[va]).mean()), 4) if va.any() else None,
         "train_accuracy": round(float((pred[tr] == y_train[tr]).mean()), 4),
+        # share of training labels that are the image's true class: 1 clean, ~1 - label_noise, 0 permuted
+        "label_agreement": round(float((y_train[tr] == y[tr]).mean()), 4),
         "n_train": int(tr.sum()),
         "n_val": int(va.sum()),
         "final_loss": round(float(loss.detach()), 4),
