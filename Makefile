@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $@
 
-demo: setup  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included
+demo: setup clipart  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included
 	@start=$$(date +%s); bash scripts/with_prefect.sh dvc repro && \
 	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --out reports --readme README.md && \
 	echo "done in $$(( $$(date +%s) - start )) s: reports/benchmark.md holds the results (also in README.md);" \
@@ -64,7 +64,7 @@ relabel: setup  ## run the label-hub deployment on the served Prefect (after `ma
 dvc-deps: setup  ## rewrite dvc.yaml's code deps from each stage's import closure
 	$(BIN)/python scripts/dvc_deps.py --write
 
-clipart:  ## fetch the emoji artwork (npm emoji-datasource-google/-twitter) into .cache/emoji (never run by tests)
+clipart:  ## fetch the emoji artwork (npm emoji-datasource-google/-twitter) into .cache/emoji; skips what is there
 	bash scripts/fetch_emoji.sh
 
 clean:  ## remove caches (not the venv, not DVC outputs)

@@ -11,7 +11,8 @@ bootstrap()  # the offline environment, before Prefect reads its settings
 from prefect import flow, get_run_logger, task
 
 from mll.config import DataParams, load_section
-from mll.data.stages import data_stage
+from mll.data.datasets import DatasetMissingError
+from mll.data.stages import check_clipart_fetched, data_stage
 
 
 @task(name="split-and-validate")
@@ -33,4 +34,8 @@ if __name__ == "__main__":
     ap.add_argument("--summary", default="reports/data_summary.json")
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args()
+    try:  # missing artwork is a setup step, not a bug: one line, not a flow traceback
+        check_clipart_fetched(load_section("data", a.params))
+    except DatasetMissingError as exc:
+        raise SystemExit(f"data: {exc}") from None
     prepare_data_flow(a.out, a.summary, a.params)

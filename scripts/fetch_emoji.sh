@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Fetch the emoji artwork for the clipart domain (`make clipart`; never run by tests).
+# Fetch the emoji artwork for the clipart domain (`make clipart`, run by `make demo`; never by tests).
+# Idempotent: a style whose $DEST/<vendor>/emoji.json exists is skipped (the folder only appears
+# once fully unpacked); delete the folder to fetch it again.
 # `npm pack` downloads each package's tarball into a cache folder (no node_modules, no install
 # scripts); only `emoji.json` and the 64 px PNGs of the package's own vendor are unpacked:
 #   $DEST/<vendor>/emoji.json, $DEST/<vendor>/img/<vendor>/64/*.png
@@ -10,6 +12,14 @@ VERSION=${EMOJI_DATASOURCE_VERSION:-16.0.0}
 mkdir -p "$DEST/tarballs"
 for vendor in google twitter; do
     pkg="emoji-datasource-$vendor@$VERSION"
+    if [[ -f $DEST/$vendor/emoji.json ]]; then
+        echo "$pkg: already in $DEST/$vendor"
+        continue
+    fi
+    if ! command -v npm >/dev/null; then
+        echo "fetch_emoji: npm not found; install Node.js and npm (e.g. apt-get install npm), then run make clipart" >&2
+        exit 1
+    fi
     tgz="$DEST/tarballs/emoji-datasource-$vendor-$VERSION.tgz"
     if [[ ! -f $tgz ]]; then
         (cd "$DEST/tarballs" && npm pack --silent "$pkg" >/dev/null)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Relabel the hub: the same steps in CI (.github/workflows/relabel.yml) and on a laptop.
-#   1. make setup (Debian packages, .venv)          2. dvc pull from MLL_DVC_REMOTE, if set
+#   1. make setup (Debian packages, .venv), make clipart (emoji artwork, npm)
+#   2. dvc pull from MLL_DVC_REMOTE, if set
 #   3. dvc repro label (data -> experts -> sdag -> label, through the label-hub Prefect flow;
 #      only models whose card or probe data changed are labeled)
 #   4. great_expectations check of every stored label (mll label --check)
@@ -9,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make setup
+make clipart  # the data stage reads the emoji artwork; skipped when already fetched
 export PATH="$PWD/.venv/bin:$PATH" DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 \
   HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90 \
   PREFECT_HOME="$PWD/.prefect" MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}"

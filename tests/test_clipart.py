@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -90,3 +91,92 @@ def test_committed_table_is_valid_wordnet_under_category_roots():
         if not any(roots & set(p) for p in s.hypernym_paths()):
             bad.append((r["short_name"], r["synset_name"]))
     assert not bad, f"synsets not under their category's roots: {bad}"
+
+
+def _styled(tmp_path, subcategories=(("animal-mammal", 5), ("food-fruit", 4)), styles=("google", "twitter")):
+    """A fake package per style with `n` emoji in each subcategory, every emoji its own synset."""
+    root, rows = tmp_path / "emoji", []
+    for sub, n in subcategories:
+        for _ in range(n):
+            code = f"1F{len(rows):03X}"
+            rows.append((code, sub, f"n{10_000_000 + len(rows):08d}", f"thing{len(rows)}.n.01"))
+    for style in styles:
+        img = root / style / "img" / style / "64"
+        img.mkdir(parents=True)
+        entries = []
+        for code, sub, _, _ in rows:
+            entries.append({"unified": code, "category": "Objects", "subcategory": sub, "image": f"{code.lower()}.png"})
+            Image.new("RGB", (8, 8), (len(entries), 0, 0)).save(img / f"{code.lower()}.png")
+        (root / style / "emoji.json").write_text(json.dumps(entries))
+    table = tmp_path / "table.csv"
+    with open(table, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unified", "short_name", "category", "subcategory", "synset", "synset_name", "checked", "note"])
+        w.writerows([c, c, "Objects", sub, s, n, "hand", ""] for c, sub, s, n in rows)
+    return root, table
+
+
+ASSIGN = {"expert_train": "google", "probe": "google", "target_test": "twitter"}
+
+
+def test_clipart_splits_by_style_and_shares_a_style_within_each_subcategory(tmp_path):
+    from mll.data.clipart import assign_clipart, load_clipart
+
+    root, table = _styled(tmp_path)
+    c = load_clipart(root, table)
+    assert c.images.name == "clipart" and len(c.images) == 18
+    assign = assign_clipart(c, ASSIGN, seed=0)
+    parts, codes, subs = np.asarray(c.images.parts), np.asarray(c.emoji), np.asarray(c.subcategories)
+    assert set(parts[assign["target_test"]]) == {"twitter"} and len(assign["target_test"]) == 9
+    train, probe = assign["expert_train"], assign["probe"]
+    assert set(parts[train]) == set(parts[probe]) == {"google"}
+    assert not set(codes[train]) & set(codes[probe]) and len(train) + len(probe) == 9
+    for sub, n in (("animal-mammal", 5), ("food-fruit", 4)):  # half of each subcategory, an odd one either way
+        k = int((subs[train] == sub).sum())
+        assert k in (n // 2, n - n // 2) and int((subs[probe] == sub).sum()) == n - k
+    again = assign_clipart(c, ASSIGN, seed=0)
+    assert all(np.array_equal(assign[s], again[s]) for s in assign)
+    # one style per split: each goes whole
+    whole = assign_clipart(c, {"probe": "google", "target_test": "twitter"}, seed=0)
+    assert len(whole["expert_train"]) == 0 and len(whole["probe"]) == len(whole["target_test"]) == 9
+
+
+def test_clipart_rows_in_the_manifests(tmp_path):
+    from mll.config import DataParams
+    from mll.data.clipart import load_clipart
+    from mll.data.splits import make_splits
+
+    root, table = _styled(tmp_path)
+    f = make_splits(DataParams(clipart=ASSIGN), {}, load_clipart(root, table))
+    assert set(f["dataset"]) == {"clipart"} and set(f["domain"]) == {"clipart"}
+    assert f.groupby("split")["style"].unique().map(list).to_dict() == {
+        "expert_train": ["google"],
+        "probe": ["google"],
+        "target_test": ["twitter"],
+    }
+    assert f["uri"].is_unique
+    with pytest.raises(ValueError, match="no clipart was loaded"):
+        make_splits(DataParams(clipart=ASSIGN), {})
+
+
+def test_clipart_settings_and_missing_artwork_name_the_fix(tmp_path):
+    from mll.config import DataParams
+    from mll.data.clipart import check_assignment, load_clipart
+    from mll.data.stages import check_clipart_fetched, data_stage
+
+    with pytest.raises(ValueError, match="known styles: google, twitter"):
+        check_assignment({"probe": "openmoji"})
+    with pytest.raises(ValueError, match="unknown split"):
+        check_assignment({"node": "google"})
+    assert check_assignment(ASSIGN) == ["google", "twitter"]
+    root, table = _styled(tmp_path, styles=("google",))
+    check_clipart_fetched(DataParams(clipart={"probe": "google"}), root)
+    with pytest.raises(DatasetMissingError, match=r"style\(s\) twitter not found .* `make clipart`"):
+        check_clipart_fetched(DataParams(clipart=ASSIGN), root)
+    with pytest.raises(DatasetMissingError, match="make clipart"):
+        load_clipart(root, table, styles=("google", "twitter"))
+    # the stage checks before loading anything (the real cache is not touched: MLL_CACHE points away)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLL_CACHE", str(tmp_path / "empty"))
+        with pytest.raises(DatasetMissingError, match="make clipart"):
+            data_stage(DataParams(clipart=ASSIGN), tmp_path / "out", tmp_path / "s.json", log=lambda *_: None)

@@ -79,13 +79,34 @@ def test_data_stage_writes_manifests_and_summary(tmp_path):
     s = json.loads(summary.read_text())
     assert s["fashion_mnist"]["expert_train"] == {"images": 200, "classes": 10}
     assert s["tuxpaint"]["probe"]["images"] > 50
+    assert s["domains"]["clothing"]["expert_train"] == 200 and set(s["domains"]) == {"clothing", "digits", "photos"}
+    assert set(probe["style"]) == {""}
     with pytest.raises(FileNotFoundError, match="dvc repro data"):
         read_manifest(tmp_path / "none.parquet")
+
+
+def test_old_manifests_without_domain_and_style_still_read(tmp_path):
+    old = pd.DataFrame(
+        {
+            "uri": ["a#0", "b.png", "c#1"],
+            "dataset": ["fashion_mnist", "tuxpaint", "cifar10"],
+            "part": ["train", "all", "test"],
+            "label": [0, 1, 2],
+            "class_name": ["x", "y", "z"],
+            "synset": ["n00000001"] * 3,
+            "split": ["probe"] * 3,
+        }
+    )
+    old.to_parquet(tmp_path / "probe.parquet", index=False)
+    f = read_manifest(tmp_path / "probe.parquet")
+    assert list(f["domain"]) == ["clothing", "photos", "cifar10"] and list(f["style"]) == ["", "", ""]
 
 
 def test_params_file_loads_and_rejects_typos(tmp_path):
     p = load_section("data")
     assert p.datasets["fashion_mnist"].probe > 0
+    assert set(p.corruptions) <= set(p.datasets) and p.corrupted is not None
+    assert set(p.clipart.values()) == {"google", "twitter"}
     bad = tmp_path / "params.yaml"
     bad.write_text("data:\n  seed: 0\n  datsets: {}\n")
     with pytest.raises(ValueError, match=r"unknown key.*data\.datsets"):

@@ -34,6 +34,13 @@ class DataParams:
     # Tux Paint has about one photo per concept: a fraction of concepts goes to probe, the rest to test.
     tuxpaint_probe_fraction: float = 0.35
     min_per_class: int = 1  # great_expectations bound: every (dataset, split, class) present has at least this
+    # corrupted variants as datasets of their own (`<parent>-<kind>`, mll.data.variants): parent ->
+    # kinds of mll.data.corruptions.CORRUPTIONS; each variant takes `corrupted` images per class
+    corruptions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    corrupted: SplitSizes | None = None
+    # clipart (mll.data.clipart): split -> emoji style; a style named for two splits shares its
+    # emoji between them. Empty: no clipart
+    clipart: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

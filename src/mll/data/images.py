@@ -3,7 +3,9 @@
 A URI is either a plain image file path, or `<container>#<index>` where the container is a file that
 holds many images (Fashion-MNIST IDX, MNIST-5k CSV, scikit-learn digits CSV, CIFAR batches, STL-10
 binaries). `pkg:<package>/<path>` names a file inside an installed Python package, so manifests stay
-valid across virtual environments. Containers are decoded once and cached.
+valid across virtual environments. `corrupt:<kind>:<inner uri>` is the inner image with a
+deterministic corruption applied (`mll.data.corruptions`), so corrupted variants need no files.
+Containers are decoded once and cached.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def split_uri(uri: str) -> tuple[str, int | None]:
 
 def uri_exists(uri: str) -> bool:
     """True when the file behind `uri` exists (the index is checked on read)."""
+    if uri.startswith("corrupt:"):
+        from mll.data.corruptions import parse_corrupt_uri
+
+        try:
+            _, inner = parse_corrupt_uri(uri)
+        except ImageError:
+            return False
+        return uri_exists(inner)
     path, _ = split_uri(uri)
     try:
         return resolve_path(path).is_file()
@@ -90,6 +100,12 @@ def load_container(path_str: str) -> np.ndarray:
 
 def open_image(uri: str) -> Image.Image:
     """Open the image behind `uri` as a PIL image (L or RGB), raising ImageError with the reason."""
+    if uri.startswith("corrupt:"):
+        # imported here: corruptions imports ImageError from this module
+        from mll.data.corruptions import apply_corruption, parse_corrupt_uri
+
+        kind, inner = parse_corrupt_uri(uri)
+        return apply_corruption(kind, open_image(inner), inner)
     path, idx = split_uri(uri)
     if idx is not None:
         arr = load_container(path)

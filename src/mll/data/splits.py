@@ -9,32 +9,40 @@ identical bytes), whole groups to one side, and stratified by class: each class 
 groups has one in probe and one in target_test; single-group classes are split whole, by the same
 probe fraction (`_split_groups`). The seed of each dataset mixes the global seed with the dataset's
 name, so adding a dataset never reshuffles another.
+
+Two more kinds of rows follow the datasets': corrupted variants (`mll.data.variants`, drawn from
+what their parent's split left, so the parent's rows are the same with or without them) and
+clipart (`mll.data.clipart`, split by emoji style). Every row names its `domain` (clothing, digits,
+photos, clipart; a dataset outside `DOMAINS` is a domain of its own) and `style` ("" for original
+images, the corruption kind of a variant, the emoji style of clipart).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mll.config import DataParams, SplitSizes
+from mll.data.clipart import Clipart, assign_clipart
+from mll.data.corruptions import corrupt_uri
 from mll.data.datasets import ImageSet
+from mll.data.sampling import SPLITS, seeded_rng, take
+from mll.data.variants import split_variants, variant_name
 
-SPLITS = ("expert_train", "probe", "target_test")
-COLUMNS = ["uri", "dataset", "part", "label", "class_name", "synset", "split"]
-
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
-
-
-def _take(rng: np.random.Generator, idx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    idx = rng.permutation(idx)
-    return np.sort(idx[:n]), idx[n:]
+COLUMNS = ["uri", "dataset", "part", "label", "class_name", "synset", "split", "domain", "style"]
+# what a dataset's images show; tasks that hold a domain out remove every dataset of it
+DOMAINS = {
+    "fashion_mnist": "clothing",
+    "mnist": "digits",
+    "digits": "digits",
+    "tuxpaint": "photos",
+    "clipart": "clipart",
+}
 
 
 def _prefix_closest(rng: np.random.Generator, units: list[np.ndarray], target: float, lo: int, hi: int):
@@ -82,9 +90,11 @@ def _split_groups(ds: ImageSet, rng: np.random.Generator, fraction: float) -> tu
     return np.sort(np.concatenate(probe)), np.sort(np.concatenate(test))
 
 
-def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fraction: float = 0.35) -> pd.DataFrame:
-    """Assign images of `ds` to splits; returns a manifest frame (unused images are left out)."""
-    rng = _rng(seed, ds.name)
+def assign_dataset(
+    ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fraction: float = 0.35
+) -> dict[str, np.ndarray]:
+    """split -> indices into `ds` (unused images are in none)."""
+    rng = seeded_rng(seed, ds.name)
     parts = np.asarray(ds.parts)
     assign: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     if sizes is None:  # photo stamps: a fraction of images becomes node data, the rest test data
@@ -103,38 +113,81 @@ def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fract
             else:
                 pool = test_pool = None
                 pool = np.flatnonzero(in_class)
-            tr, pool = _take(rng, pool, sizes.expert_train)
-            pr, pool = _take(rng, pool, sizes.probe)
-            te, _ = _take(rng, test_pool if official else pool, sizes.target_test)
+            tr, pool = take(rng, pool, sizes.expert_train)
+            pr, pool = take(rng, pool, sizes.probe)
+            te, _ = take(rng, test_pool if official else pool, sizes.target_test)
             assign["expert_train"].append(tr)
             assign["probe"].append(pr)
             assign["target_test"].append(te)
+    return {s: np.concatenate(v).astype(np.int64) if v else np.empty(0, dtype=np.int64) for s, v in assign.items()}
+
+
+def manifest_frame(
+    ds: ImageSet,
+    assign: dict[str, np.ndarray],
+    name: str | None = None,
+    corruption: str = "",
+    styles: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Manifest rows of `ds`'s images in `assign` (split -> indices). `name`: the dataset name to
+    write (default `ds.name`); `corruption`: a kind whose variant the rows name (URIs wrapped in
+    `corrupt:<kind>:`, style = the kind); `styles`: each image's style otherwise (default "")."""
+    name = name or ds.name
+    parts = np.asarray(ds.parts)
+    domain = DOMAINS.get(ds.name, ds.name)
     frames = []
-    for split, chunks in assign.items():
-        idx = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
-        idx = idx.astype(np.int64)
+    for split in SPLITS:
+        idx = assign.get(split, np.empty(0, dtype=np.int64)).astype(np.int64)
+        uris = [ds.uris[i] for i in idx]
         frames.append(
             pd.DataFrame(
                 {
-                    "uri": [ds.uris[i] for i in idx],
-                    "dataset": ds.name,
+                    "uri": [corrupt_uri(corruption, u) for u in uris] if corruption else uris,
+                    "dataset": name,
                     "part": parts[idx] if len(idx) else [],
                     "label": ds.labels[idx],
                     "class_name": [ds.class_names[ds.labels[i]] for i in idx],
                     "synset": [ds.synsets[ds.labels[i]] for i in idx],
                     "split": split,
+                    "domain": domain,
+                    "style": corruption if corruption or styles is None else [styles[i] for i in idx],
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
-def make_splits(params: DataParams, datasets: dict[str, ImageSet]) -> pd.DataFrame:
-    """Split every dataset named in `params` and return one frame with a `split` column."""
-    frames = []
+def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fraction: float = 0.35) -> pd.DataFrame:
+    """Assign images of `ds` to splits; returns a manifest frame (unused images are left out)."""
+    return manifest_frame(ds, assign_dataset(ds, sizes, seed, probe_fraction))
+
+
+def make_splits(params: DataParams, datasets: dict[str, ImageSet], clipart: Clipart | None = None) -> pd.DataFrame:
+    """Split every dataset named in `params`, then the corrupted variants of `params.corruptions`
+    and the clipart of `params.clipart` (`clipart`: loaded with the styles it names), and return
+    one frame with a `split` column. The datasets' own rows do not depend on the other two."""
+    frames, assigned = [], {}
     for name, ds in datasets.items():
         sizes = params.datasets.get(name)
-        frames.append(split_dataset(ds, sizes, params.seed, params.tuxpaint_probe_fraction))
+        assigned[name] = assign_dataset(ds, sizes, params.seed, params.tuxpaint_probe_fraction)
+        frames.append(manifest_frame(ds, assigned[name]))
+    for parent, kinds in params.corruptions.items():
+        if parent not in datasets or params.datasets.get(parent) is None:
+            raise ValueError(
+                f"data.corruptions.{parent}: variants are drawn from their parent's split; add {parent} "
+                "under data.datasets with per-class sizes"
+            )
+        if params.corrupted is None:
+            raise ValueError("data.corruptions is set but data.corrupted (images per class of each variant) is not")
+        for kind, assign in split_variants(
+            datasets[parent], assigned[parent], kinds, params.corrupted, params.seed
+        ).items():
+            frames.append(manifest_frame(datasets[parent], assign, variant_name(parent, kind), corruption=kind))
+    if params.clipart:
+        if clipart is None:
+            raise ValueError("data.clipart is set but no clipart was loaded (mll.data.clipart.load_clipart)")
+        assign = assign_clipart(clipart, params.clipart, params.seed)
+        frames.append(manifest_frame(clipart.images, assign, styles=clipart.images.parts))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -157,14 +210,26 @@ def read_manifest(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found; run `dvc repro data` (or `mll data split`)")
-    return pd.read_parquet(path)
+    frame = pd.read_parquet(path)
+    # manifests written before the domain/style columns: every row there is an original image
+    if "domain" not in frame.columns:
+        frame["domain"] = [DOMAINS.get(d, d) for d in frame["dataset"]]
+    if "style" not in frame.columns:
+        frame["style"] = ""
+    return frame
 
 
 def summarize(frame: pd.DataFrame) -> dict:
-    """Per dataset and split: number of images and classes (the `data_summary.json` metric)."""
+    """Per dataset (variants and clipart included) and split: number of images and classes, per
+    domain and split the images, and the totals (the `data_summary.json` metric)."""
     out: dict = {}
     for (ds, split), g in frame.groupby(["dataset", "split"], sort=True):
         out.setdefault(ds, {})[split] = {"images": len(g), "classes": int(g["synset"].nunique())}
+    if "domain" in frame.columns:
+        domains: dict = {}
+        for (dom, split), g in frame.groupby(["domain", "split"], sort=True):
+            domains.setdefault(dom, {})[split] = len(g)
+        out["domains"] = domains
     out["total"] = {s: int((frame["split"] == s).sum()) for s in SPLITS}
     return out
 

@@ -11,12 +11,29 @@ from mll.data.datasets import load_dataset
 from mll.data.sdag import SDAG, build_sdag
 
 
+def check_clipart_fetched(params: DataParams, root: Path | None = None) -> None:
+    """DatasetMissingError (one line, naming `make clipart`) when a style `data.clipart` names has
+    not been fetched; checked before any dataset is loaded, so a fresh machine fails fast."""
+    from mll.data.clipart import check_assignment, default_root
+    from mll.data.datasets import DatasetMissingError
+
+    root = Path(root or default_root())
+    missing = [s for s in check_assignment(params.clipart) if not (root / s / "emoji.json").is_file()]
+    if missing:
+        raise DatasetMissingError(
+            f"emoji artwork for style(s) {', '.join(missing)} not found under {root}; fetch it with `make clipart`"
+        )
+
+
 def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print) -> dict[str, Path]:
-    """Load every configured dataset, split it, validate the manifests, write them and the summary."""
+    """Load every configured dataset (and the clipart styles `data.clipart` names), split them with
+    their corrupted variants, validate the manifests, write them and the summary."""
+    from mll.data.clipart import check_assignment, load_clipart
     from mll.data.splits import make_splits, write_manifests, write_summary
     from mll.data.validation import check_manifests
     from mll.data.wordnet import synset_from_wnid
 
+    check_clipart_fetched(params)
     names = list(params.datasets) + (["tuxpaint"] if params.tuxpaint_probe_fraction > 0 else [])
     sets = {}
     for name in names:
@@ -26,7 +43,11 @@ def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print)
             f"loaded {name}: {len(sets[name])} images, {len(sets[name].class_names)} classes "
             f"({time.perf_counter() - t0:.1f} s)"
         )
-    frame = make_splits(params, sets)
+    clipart = None
+    if params.clipart:
+        clipart = load_clipart(styles=tuple(check_assignment(params.clipart)))
+        log(f"loaded clipart: {len(clipart.images)} images, {len(clipart.images.class_names)} classes")
+    frame = make_splits(params, sets, clipart)
 
     def synset_ok(s: str) -> bool:
         try:
@@ -35,7 +56,8 @@ def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print)
         except ValueError:
             return False
 
-    biggest = max((max(s.expert_train, s.probe, s.target_test) for s in params.datasets.values()), default=None)
+    sizes = [*params.datasets.values(), *([params.corrupted] if params.corruptions and params.corrupted else [])]
+    biggest = max((max(s.expert_train, s.probe, s.target_test) for s in sizes), default=None)
     check_manifests(frame, synset_ok, params.min_per_class, biggest)
     paths = write_manifests(frame, out_dir)
     write_summary(frame, summary_path)

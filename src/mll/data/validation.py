@@ -79,6 +79,7 @@ def manifest_expectations(min_per_class: int, max_per_class: int | None = None) 
         E.ExpectColumnValuesToBeInSet(column="synset_valid", value_set=[True]),
         E.ExpectColumnValuesToBeInSet(column="split", value_set=["expert_train", "probe", "target_test"]),
         E.ExpectColumnValuesToBeBetween(column="label", min_value=0),
+        E.ExpectColumnValuesToNotBeNull(column="domain"),
     ]
 
 
