@@ -180,3 +180,30 @@ def test_clipart_settings_and_missing_artwork_name_the_fix(tmp_path):
         mp.setenv("MLL_CACHE", str(tmp_path / "empty"))
         with pytest.raises(DatasetMissingError, match="make clipart"):
             data_stage(DataParams(clipart=ASSIGN), tmp_path / "out", tmp_path / "s.json", log=lambda *_: None)
+
+
+def test_committed_table_follows_the_hand_review():
+    """Rows checked by hand carry the synset the review in scripts/make_emoji_synsets.py gives them,
+    and emoji dropped there are not in the table (the loader reads only the table's rows)."""
+    import importlib.util
+
+    from mll.data.wordnet import get_wordnet
+    from mll.paths import project_root
+
+    path = project_root() / "scripts" / "make_emoji_synsets.py"
+    spec = importlib.util.spec_from_file_location("make_emoji_synsets", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    wn = get_wordnet()
+    reviewed = [line.split()[0] for line in script.REVIEWED.strip().splitlines() if not line.startswith("#")]
+    assert len(reviewed) == len(set(reviewed)), "a short_name is reviewed twice"
+    assert not set(reviewed) & script.DROP, "a short_name is both reviewed and dropped"
+    with open(data_dir() / "emoji_synsets.csv", newline="") as fh:
+        rows = {r["short_name"]: r for r in csv.DictReader(fh)}
+    assert not script.DROP & set(rows), "a dropped emoji is still in the table"
+    for name, (synset, note) in script.REVIEW.items():
+        if synset is None:
+            continue
+        row = rows[name]
+        assert (row["checked"], row["synset_name"], row["note"]) == ("hand", wn.synset(synset).name(), note), row
+    assert all(rows[n]["checked"] == "auto" for n in set(rows) - set(script.REVIEW))
