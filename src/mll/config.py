@@ -165,7 +165,10 @@ class PatchParams:
 class SolveParams:
     prune: int = 3  # candidate heads kept per class after the statistics prune
     max_heads: int = 2  # heads per class at most
-    cost_per_model: float = 0.01  # objective penalty per distinct model run
+    cost_per_model: float = 0.01  # objective penalty per distinct model run (a shared backbone counts as one)
+    # a head on a shared backbone costs this share of cost_per_model on top of its backbone, which
+    # every head on it shares (paid once per selection): heads on one backbone are cheap to add
+    head_cost_ratio: float = 0.1
     solver: str = "auto"  # auto | exact | heuristic
     min_node_images: int = 5  # per class, to be stacked; a thinner class falls back to statistics
     combiner: str = "auto"  # auto (per-class fallback) | per_task | stacking | statistics | hybrid (mll.solve.reuse)

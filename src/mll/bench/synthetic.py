@@ -209,10 +209,17 @@ def random_problem(
     max_heads: int = 2,
     cost: float = 0.01,
     low: float = 0.5,
+    backbones: int = 0,
+    head_share: float = 0.5,
+    head_cost_ratio: float = 0.1,
 ) -> Problem:
     """A CHCO problem as selection builds it: `k` classes, each with `per_class` candidates drawn
     from `models` models and every set of 1..`max_heads` of them as an option, accuracies uniform
-    in [low, 1] (the benchmark's exact-vs-heuristic problems)."""
+    in [low, 1] (the benchmark's exact-vs-heuristic problems).
+
+    With `backbones` > 0, each model is, with probability `head_share`, a head on one of that many
+    shared backbones (cost units: the backbone at `cost`, its own head at `cost * head_cost_ratio`),
+    drawn after everything else, so the options and accuracies are those of the same seed without."""
     import itertools
 
     names = [f"m{i}" for i in range(models)]
@@ -222,4 +229,11 @@ def random_problem(
         opts = [o for r in range(1, max_heads + 1) for o in itertools.combinations(cands, r)]
         options.append(opts)
         acc.append(list(rng.uniform(low, 1.0, len(opts))))
-    return Problem(options, acc, cost)
+    if not backbones:
+        return Problem(options, acc, cost)
+    units, unit_costs = {}, {}
+    for m, b in zip(names, rng.integers(0, backbones, models)):
+        if rng.random() < head_share:
+            units[m] = (f"backbone{b}", m)
+            unit_costs[f"backbone{b}"], unit_costs[m] = cost, cost * head_cost_ratio
+    return Problem(options, acc, cost, units, unit_costs)

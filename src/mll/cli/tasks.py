@@ -46,6 +46,9 @@ def _print_selection(sel: dict, explain: bool) -> None:
         f"  models run: {len(sel['models'])} ({', '.join(sel['models'])}); solver {sel['solver']}; "
         f"combiner {sel['combiner']}; estimated accuracy on node data {est}"
     )
+    shared = {u: ms for u, ms in sel.get("cost_units", {}).items() if len(ms) > 1}
+    if shared:  # heads on one backbone share its forward pass, paid once
+        print("  shared backbones: " + "; ".join(f"{u} ({', '.join(ms)})" for u, ms in shared.items()))
 
 
 def match(a: argparse.Namespace) -> int:

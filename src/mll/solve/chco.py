@@ -5,10 +5,14 @@ Decided from the labels alone (no target images, no model run), in two stages:
 1. **Prune** with the summary statistics: for each target class t_k keep the P heads with the best
    gated recall minus gated false alarm at node t_k (what scales to a huge hub).
 2. **Choose** one option per class (a set of 1..k_max of its candidate heads) maximising the
-   estimated accuracy on the target classes' node data, simulated from the stored outputs, minus a
-   cost per distinct model run:
+   estimated accuracy on the target classes' node data, simulated from the stored outputs, minus
+   the cost of the computation the chosen models need, each shared piece counted once:
 
-       max  (1/K) Σ_k acc_k(o_k) − λ · |∪_k models(o_k)|
+       max  (1/K) Σ_k acc_k(o_k) − Σ_{j ∈ U} c_j,    U = ∪_k ∪_{m ∈ o_k} units(m)
+
+   A standalone model is one cost unit, c = λ; a head on a shared backbone (`ExpertCard.backbone`)
+   is two: the backbone's forward pass on its input config (c = λ, shared by every head on it) and
+   its own head (c = λ · head_cost_ratio); see `cost_units`.
 
    acc_k(o) is the AUROC of class k's gated score s_k^o(x) = mean_{m∈o} g_m(x) P_m(t_k|x) on the
    node data, separating the class's own node images from the other target classes' node images: a
@@ -26,6 +30,7 @@ node data, prune, proxy (the option accuracies from stored outputs), solve and r
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
@@ -76,6 +81,10 @@ class Selection:
     solver_note: str = ""  # why the exact solver's answer was not used (e.g. HiGHS hit its time limit)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (see the module doc)
     rerank: dict = field(default_factory=dict)  # the re-ranked candidates and their scores (mll.solve.rerank)
+    # the cost units paid, each with the selected models that need it (a shared backbone lists its
+    # heads; a standalone model or a head's own unit, itself) and the head's cost as a share of λ
+    cost_units: dict[str, list[str]] = field(default_factory=dict)
+    head_cost_ratio: float = 0.1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +112,7 @@ def select(
     prune: int = 3,
     max_heads: int = 2,
     cost: float = 0.01,
+    head_cost_ratio: float = 0.1,
     solver: str = "auto",
     backoffs: dict[str, str] | None = None,
     fixed: list[list[str]] | None = None,
@@ -119,6 +129,8 @@ def select(
     fitted temperatures (`ScoreBank`). `time_limit`: seconds HiGHS may take before the heuristic
     answers instead (said in `Selection.solver_note`). `rerank` re-scores candidate selections
     around the proxy optimum with the combined, cross-fitted objective (not with `fixed`).
+    `cost` is λ, what a standalone model or a shared backbone's forward pass costs; a head on a
+    backbone costs `head_cost_ratio` x λ on top of its backbone, which is paid once (`cost_units`).
     Returns the selection, the score bank on the node data and the node-data labels, which reuse
     fits its combiner on.
     """
@@ -173,7 +185,8 @@ def select(
         timings["prune"] += t2 - t1
         timings["proxy"] += t3 - t2
     t4 = time.perf_counter()
-    problem = Problem(options, accs, cost)
+    units, unit_costs = cost_units({m for opts in options for o in opts for m in o}, hub_cards, cost, head_cost_ratio)
+    problem = Problem(options, accs, cost, units, unit_costs)
     use = solver if solver != "auto" else ("exact" if sum(len(o) for o in options) <= 3000 else "heuristic")
     notes: list[str] = []
     if fixed is not None:
@@ -206,6 +219,7 @@ def select(
                     f"{won['accuracy']:.3f} vs {record['candidates'][0]['accuracy']:.3f} for the proxy's choice"
                 )
     models = sorted({m for c in classes for m in c.models})
+    paid = {u: sorted(m for m in models if u in problem.model_units(m)) for u in sorted(problem.units_of(models))}
     sel = Selection(
         classes,
         models,
@@ -217,8 +231,44 @@ def select(
         solver_note="; ".join(notes),
         timings={k: round(v, 4) for k, v in timings.items()},
         rerank=record,
+        cost_units=paid,
+        head_cost_ratio=head_cost_ratio,
     )
     return sel, bank, y
+
+
+def cost_units(
+    models: set[str] | list[str], hub_cards: dict, cost: float, head_cost_ratio: float
+) -> tuple[dict[str, tuple[str, ...]], dict[str, float]]:
+    """The cost units of these models, as `Problem` takes them: (model -> its units, unit -> cost).
+
+    A standalone model (a card with no `backbone`, or a card type without the field, as in the
+    synthetic hubs) is left out: it is one unit named after itself, costing `cost`. A head on a
+    backbone needs the backbone's forward pass on its input config, named `backbone@size` (with a
+    short hash of the input config when two configs of one backbone share a size), costing `cost`
+    and shared with every head on that backbone and input, plus its own head, named after itself,
+    costing `cost * head_cost_ratio`. Identity is (backbone, input config), as in the feature
+    cache's key, without reading the backbone's weights file.
+    """
+    heads = {}
+    for m in sorted(models):
+        card = hub_cards[m]
+        bb = getattr(card, "backbone", "") or ""
+        if bb:
+            heads[m] = (bb, card.input)
+    labels: dict[tuple, str] = {}
+    for key in sorted(set(heads.values()), key=repr):
+        bb, inp = key
+        label = f"{bb}@{inp.size}"
+        if any(k != key and k[0] == bb and k[1].size == inp.size for k in heads.values()):
+            label += "-" + hashlib.sha256(repr(inp).encode()).hexdigest()[:8]
+        if label in models:  # a model named like the unit: keep the two apart
+            label += "#backbone"
+        labels[key] = label
+    units = {m: (labels[key], m) for m, key in heads.items()}
+    unit_costs = {labels[key]: cost for key in set(heads.values())}
+    unit_costs.update({m: cost * head_cost_ratio for m in heads})
+    return units, unit_costs
 
 
 def _class_choices(

@@ -7,11 +7,13 @@ each keep a good AUROC against the rest, while the combined argmax confuses them
 for the estimated accuracy of the *combined predictor*. So the proxy stays the fast search, and a
 handful of candidate selections around its optimum are scored by
 
-    combined(sel) = cross-fitted argmax accuracy of fit_combiner(sel) on the node data − λ · |models|,
+    combined(sel) = cross-fitted argmax accuracy of fit_combiner(sel) on the node data − cost(sel),
 
 where the combiner (hybrid / stacking / statistics, exactly what prediction fits) is fitted on k−1
 folds of the node images (stratified by class, seeded) and scored on the held-out fold, every node
-image once, weighted by the adaptation's node weights when given. The best candidate wins if it
+image once, weighted by the adaptation's node weights when given, and cost(sel) is what the proxy
+charges: the cost of the cost units the selection's models need (a shared backbone once; λ per
+standalone model, `mll.solve.solvers.Problem`). The best candidate wins if it
 beats the proxy optimum by `min_z` standard errors of the paired difference; otherwise (ties
 included) the proxy optimum stays, so re-ranking changes a selection only on evidence.
 """
@@ -30,7 +32,7 @@ from mll.solve.nodedata import ScoreBank
 from mll.solve.reuse import fit_combiner, predict_node
 from mll.solve.solvers import Problem
 
-# the other model costs whose proxy optima are candidates, as multiples of λ (see `candidates`)
+# the other model costs whose proxy optima are candidates, as multiples of every unit's cost (see `candidates`)
 COST_FACTORS = (0.0, 2.0, 0.5, 4.0)
 
 
@@ -97,7 +99,7 @@ class Rerank:
                 "models": models,
                 "proxy": round(problem.objective(choice), 5),
                 "accuracy": None if acc is None else round(acc, 5),
-                "combined": None if acc is None else round(acc - problem.cost * len(models), 5),
+                "combined": None if acc is None else round(acc - problem.models_cost(models), 5),
                 "z": None,
                 "changed": {classes[k].name: classes[k].models for k, o in enumerate(choice) if o != proxy[k]},
             }
@@ -186,7 +188,8 @@ def candidates(
     """Up to `n` distinct option choices, the proxy optimum first, with how each was made.
 
     Two kinds, interleaved so that a small `n` gets some of each:
-    - the proxy optima at other model costs (λ · `COST_FACTORS`): the combiner uses every selected
+    - the proxy optima at other model costs (every cost unit's cost x `COST_FACTORS`, so a backbone,
+      a head and a standalone model keep their proportions): the combiner uses every selected
       model's outputs for every class (stacking features, gates), so whether one more or one fewer
       model pays off is exactly what the per-class proxy misjudges;
     - one class moved to its next-best option, for the classes where the proxy's margin (the
@@ -215,7 +218,7 @@ def candidates(
     while len(out) < n and (swaps or costs):
         if costs:
             f = costs.pop(0)
-            choice = resolve(Problem(problem.options, problem.acc, problem.cost * f))
+            choice = resolve(problem.scaled(f))
             if tuple(choice) not in seen:
                 seen.add(tuple(choice))
                 out.append((choice, f"proxy optimum at {f:g} x the model cost"))

@@ -2,13 +2,17 @@
 scalable heuristic (greedy, coordinate ascent, model-set moves, group re-solves).
 
 Per class k the options o (tuples of model names) carry an estimated accuracy acc[k][o]; the
-objective is the mean accuracy of the chosen options minus a cost per distinct model paid for.
+objective is the mean accuracy of the chosen options minus the cost of the *cost units* they need.
+A model needs one or more units (a standalone model: itself; a head on a shared backbone: the
+backbone's forward pass, shared with every other head on it, and its own head), and each unit paid
+for is charged once however many chosen models need it.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,11 +21,40 @@ import numpy as np
 # --- the optimisation ------------------------------------------------------------------------------
 @dataclass
 class Problem:
-    """Per class k, options o (tuples of model names) with their estimated accuracy acc[k][o]."""
+    """Per class k, options o (tuples of model names) with their estimated accuracy acc[k][o].
+
+    `units` maps a model to the cost units it needs and `unit_costs` a unit to its cost; a model
+    missing from `units` is one unit named after itself, and a unit missing from `unit_costs` costs
+    `cost`. So `Problem(options, acc, cost)` charges `cost` per distinct model, as before units."""
 
     options: list[list[tuple[str, ...]]]
     acc: list[list[float]]
     cost: float
+    units: dict[str, tuple[str, ...]] | None = None
+    unit_costs: dict[str, float] | None = None
+
+    def model_units(self, model: str) -> tuple[str, ...]:
+        return self.units.get(model, (model,)) if self.units else (model,)
+
+    def unit_cost(self, unit: str) -> float:
+        return self.unit_costs.get(unit, self.cost) if self.unit_costs else self.cost
+
+    def units_of(self, models: Iterable[str]) -> set[str]:
+        """The union of the models' cost units."""
+        return {u for m in models for u in self.model_units(m)}
+
+    def price(self, units: Iterable[str]) -> float:
+        """The cost of a set of distinct units: per distinct unit cost c, c x the number of units
+        costing c (cheapest first), so that n units of cost λ cost exactly λ · n."""
+        counts: dict[float, int] = {}
+        for u in units:
+            c = self.unit_cost(u)
+            counts[c] = counts.get(c, 0) + 1
+        return sum(c * n for c, n in sorted(counts.items()))
+
+    def models_cost(self, models: Iterable[str]) -> float:
+        """What running these models costs: the cost of the union of their units."""
+        return self.price(self.units_of(models))
 
     def objective(self, choice: list[int]) -> float:
         k = len(self.options)
@@ -32,11 +65,21 @@ class Problem:
                 continue
             total += self.acc[c][o]
             used.update(self.options[c][o])
-        return total / max(k, 1) - self.cost * len(used)
+        return total / max(k, 1) - self.models_cost(used)
+
+    def scaled(self, factor: float) -> Problem:
+        """The same problem with every unit's cost multiplied by `factor`."""
+        costs = None if self.unit_costs is None else {u: c * factor for u, c in self.unit_costs.items()}
+        return Problem(self.options, self.acc, self.cost * factor, self.units, costs)
 
 
 def solve_exact(p: Problem, time_limit: float = 30.0, notes: list[str] | None = None) -> tuple[list[int], str]:
     """Exact optimum of the CHCO integer program with HiGHS (exhaustive search when tiny).
+
+    The program: binary x_{k,o} (one option per coverable class) and u_j per cost unit j, with
+    x_{k,o} <= u_j for every unit j of a model of option o; maximise Σ acc·x / K − Σ_j cost_j u_j.
+    (Linking options to units directly is the same program as model columns z_m >= x_{k,o} with
+    u_j >= z_m and no cost on z, with fewer rows; with one unit per model it is the per-model program.)
 
     When HiGHS ends without a proven optimum (time limit, numerical trouble), its answer is not used:
     the heuristic answers instead, and the reason is appended to `notes` (`select` records it in the
@@ -52,8 +95,7 @@ def solve_exact(p: Problem, time_limit: float = 30.0, notes: list[str] | None = 
         return best, "exhaustive"
     import highspy
 
-    models = sorted({m for opts in p.options for o in opts for m in o})
-    mi = {m: i for i, m in enumerate(models)}
+    e = _Encoded(p)
     h = _quiet_highs(highspy)
     h.setOptionValue("time_limit", float(time_limit))
     k = len(p.options)
@@ -65,9 +107,9 @@ def solve_exact(p: Problem, time_limit: float = 30.0, notes: list[str] | None = 
             h.changeColCost(h.getNumCol() - 1, -p.acc[c][o] / k)  # HiGHS minimises
             var.append((c, o))
     y0 = h.getNumCol()
-    for _ in models:
+    for c in e.unit_cost:  # one column per cost unit, carrying the unit's cost (options carry none)
         h.addVar(0.0, 1.0)
-        h.changeColCost(h.getNumCol() - 1, p.cost)
+        h.changeColCost(h.getNumCol() - 1, c)
     n = h.getNumCol()
     h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), np.ones(n, dtype=np.uint8))
     col = 0
@@ -76,9 +118,9 @@ def solve_exact(p: Problem, time_limit: float = 30.0, notes: list[str] | None = 
             idx = np.arange(col, col + len(opts), dtype=np.int32)
             h.addRow(1.0, 1.0, len(idx), idx, np.ones(len(idx)))
         col += len(opts)
-    for j, (c, o) in enumerate(var):  # option uses model -> model is paid for
-        for m in p.options[c][o]:
-            h.addRow(-inf, 0.0, 2, np.array([j, y0 + mi[m]], dtype=np.int32), np.array([1.0, -1.0]))
+    for j, (c, o) in enumerate(var):  # option uses a unit (through any of its models) -> unit is paid for
+        for u in e.opt_units[c][o]:
+            h.addRow(-inf, 0.0, 2, np.array([j, y0 + u], dtype=np.int32), np.array([1.0, -1.0]))
     with _HIGHS_LOCK:  # one HiGHS solve at a time per process (its task scheduler is process-wide)
         h.run()
     status = h.getModelStatus()
@@ -119,89 +161,115 @@ def solve_heuristic(p: Problem, rounds: int = 3) -> tuple[list[int], str]:
     """Greedy, then local search in two neighbourhoods, from two starts; the best answer found.
 
     1. Best option per class, then coordinate ascent over the options (one class at a time),
-       accounting for shared model costs.
+       accounting for shared unit costs.
     2. Local search over the set U of models paid for (`_model_set_search`): given U each class takes
        its best option inside U, so the objective is a function of U alone (its maximum over U is the
-       optimum); moves add a model, drop one, or swap one for another that serves a common class.
-       Started from the answer of 1 and from "every candidate paid".
+       optimum); moves add a model, drop one, or swap one for another that serves a common class,
+       each priced by the units it adds or frees. Started from the answer of 1 and from "every
+       candidate paid".
     3. Each start then goes through large-neighbourhood search (`_group_search`): small groups of
-       classes that share candidate models are re-solved exactly, all their option combinations at
-       once, with the other classes' choices fixed; repeated until no group improves.
+       classes that share candidate cost units are re-solved exactly, all their option combinations
+       at once, with the other classes' choices fixed; repeated until no group improves.
     """
-    choice = _coordinate_ascent(p, [int(np.argmax(a)) if a else -1 for a in p.acc], rounds)
-    starts = [choice] + [_coordinate_ascent(p, u, rounds) for u in _model_set_search(p, choice)]
+    e = _Encoded(p)
+    choice = _coordinate_ascent(p, [int(np.argmax(a)) if a else -1 for a in p.acc], rounds, e)
+    starts = [choice] + [_coordinate_ascent(p, u, rounds, e) for u in _model_set_search(p, choice, e=e)]
     best, best_v = None, -np.inf
     for start in starts:
-        cand = _group_search(p, start)
+        cand = _group_search(p, start, e=e)
         v = p.objective(cand)
         if v > best_v + 1e-12:
             best, best_v = cand, v
     return best, "greedy+local"
 
 
-def _coordinate_ascent(p: Problem, choice: list[int], rounds: int) -> list[int]:
-    """One class at a time, take any option that raises the objective (shared model costs counted).
+class _Encoded:
+    """A problem with models and cost units as integers: per class, its options' accuracies (/K),
+    member lists and unit lists; per model, its units; per unit, its cost."""
 
-    A change is screened with its objective difference from per-model use counts and confirmed
+    def __init__(self, p: Problem):
+        self.models = sorted({m for opts in p.options for o in opts for m in o})
+        mi = {m: i for i, m in enumerate(self.models)}
+        self.units = sorted(p.units_of(self.models))
+        ui = {u: j for j, u in enumerate(self.units)}
+        self.unit_cost = [p.unit_cost(u) for u in self.units]
+        self.model_units = [tuple(ui[u] for u in p.model_units(m)) for m in self.models]
+        k = max(len(p.options), 1)
+        self.acc = [[a / k for a in accs] for accs in p.acc]
+        self.members = [[tuple(mi[m] for m in o) for o in opts] for opts in p.options]
+        # an option's units: those of its models, each once, in the order the models name them
+        self.opt_units = [
+            [tuple(dict.fromkeys(j for i in o for j in self.model_units[i])) for o in opts] for opts in self.members
+        ]
+        self.classes = [c for c, opts in enumerate(self.members) if opts]
+        self.cands = [sorted({i for o in opts for i in o}) for opts in self.members]
+        self.cand_units = [sorted({j for i in cs for j in self.model_units[i]}) for cs in self.cands]
+        self.users: list[list[int]] = [[] for _ in self.models]  # model -> classes it is a candidate of
+        for c in self.classes:
+            for i in self.cands[c]:
+                self.users[i].append(c)
+        self.unit_users: list[list[int]] = [[] for _ in self.units]  # unit -> classes a candidate needs it in
+        for c in self.classes:
+            for j in self.cand_units[c]:
+                self.unit_users[j].append(c)
+
+
+def _coordinate_ascent(p: Problem, choice: list[int], rounds: int, e: _Encoded | None = None) -> list[int]:
+    """One class at a time, take any option that raises the objective (shared unit costs counted).
+
+    A change is screened with its objective difference from per-unit use counts and confirmed
     with the full objective, so the moves taken are exactly those a full evaluation of every trial
     would take."""
+    e = e or _Encoded(p)
     k = max(len(p.options), 1)
-    count: dict[str, int] = {}
+    cost = e.unit_cost
+    count = [0] * len(e.units)  # chosen options needing each unit
     for c, o in enumerate(choice):
-        for m in p.options[c][o] if o >= 0 else ():
-            count[m] = count.get(m, 0) + 1
+        for j in e.opt_units[c][o] if o >= 0 else ():
+            count[j] += 1
     best = p.objective(choice)
     for _ in range(rounds):
         improved = False
-        for c, opts in enumerate(p.options):
+        for c, opts in enumerate(e.opt_units):
             for o in range(len(opts)):
                 cur = choice[c]
                 if o == cur:
                     continue
                 old = opts[cur] if cur >= 0 else ()
-                freed = sum(1 for m in old if count.get(m, 0) == 1 and m not in opts[o])
-                added = sum(1 for m in opts[o] if count.get(m, 0) == 0)
-                d = (p.acc[c][o] - (p.acc[c][cur] if cur >= 0 else 0.0)) / k - p.cost * (added - freed)
+                freed = sum(cost[j] for j in old if count[j] == 1 and j not in opts[o])
+                added = sum(cost[j] for j in opts[o] if count[j] == 0)
+                d = (p.acc[c][o] - (p.acc[c][cur] if cur >= 0 else 0.0)) / k - (added - freed)
                 if d <= 1e-12 - 1e-9:  # clearly no gain (rounding differences are far below 1e-9)
                     continue
                 trial = choice.copy()
                 trial[c] = o
                 v = p.objective(trial)
                 if v > best + 1e-12:
-                    for m in old:
-                        count[m] -= 1
-                    for m in opts[o]:
-                        count[m] = count.get(m, 0) + 1
+                    for j in old:
+                        count[j] -= 1
+                    for j in opts[o]:
+                        count[j] += 1
                     choice, best, improved = trial, v, True
         if not improved:
             break
     return choice
 
 
-class _Encoded:
-    """A problem with models as integers: per class, its options' accuracies (/K) and member lists."""
-
-    def __init__(self, p: Problem):
-        self.models = sorted({m for opts in p.options for o in opts for m in o})
-        mi = {m: i for i, m in enumerate(self.models)}
-        k = max(len(p.options), 1)
-        self.acc = [[a / k for a in accs] for accs in p.acc]
-        self.members = [[tuple(mi[m] for m in o) for o in opts] for opts in p.options]
-        self.classes = [c for c, opts in enumerate(self.members) if opts]
-        self.cands = [sorted({i for o in opts for i in o}) for opts in self.members]
-        self.users: list[list[int]] = [[] for _ in self.models]  # model -> classes it is a candidate of
-        for c in self.classes:
-            for i in self.cands[c]:
-                self.users[i].append(c)
-
-
-def _model_set_search(p: Problem, choice: list[int], max_sweeps: int = 100) -> list[list[int]]:
+def _model_set_search(
+    p: Problem, choice: list[int], max_sweeps: int = 100, e: _Encoded | None = None
+) -> list[list[int]]:
     """Local search over paid model sets (see `solve_heuristic`): one answer per start, each a
-    choice of options (the best inside the final set, per class)."""
-    e = _Encoded(p)
+    choice of options (the best inside the final set, per class). A move's cost is that of the units
+    it adds (needed by no paid model yet) minus those it frees (needed by no paid model after).
+    Besides single models, a unit that several models need (a shared backbone) is a move of its own:
+    when unpaid, add its models one at a time, best first, while the gain of the whole move grows
+    (one head alone may not pay for the backbone that two heads do); when paid, drop all its models,
+    or drop them and pay another such unit whose models serve a common class in the same way."""
+    e = e or _Encoded(p)
     if not e.models:
         return []
     n = len(e.models)
+    cost, mu = e.unit_cost, e.model_units
     masks = [[sum(1 << i for i in o) for o in opts] for opts in e.members]
     partners = [sorted({j for c in e.users[i] for j in e.cands[c]} - {i}) for i in range(n)]
 
@@ -210,6 +278,11 @@ def _model_set_search(p: Problem, choice: list[int], max_sweeps: int = 100) -> l
 
     def search(u: int) -> int:  # first improvement, sweep after sweep
         val = {c: best_in(c, u) for c in e.classes}
+        paid = [0] * len(e.units)  # paid models needing each unit
+        for i in range(n):
+            if u >> i & 1:
+                for x in mu[i]:
+                    paid[x] += 1
         for _ in range(max_sweeps):
             improved = False
             for i in range(n):
@@ -217,15 +290,84 @@ def _model_set_search(p: Problem, choice: list[int], max_sweeps: int = 100) -> l
                     if j >= 0 and (not u >> i & 1 or u >> j & 1):
                         continue
                     v = u ^ (1 << i) if j < 0 else (u & ~(1 << i)) | (1 << j)
+                    if j < 0 and u >> i & 1:  # drop i
+                        dc = -sum(cost[x] for x in mu[i] if paid[x] == 1)
+                    elif j < 0:  # add i
+                        dc = sum(cost[x] for x in mu[i] if paid[x] == 0)
+                    else:  # i out, j in
+                        freed = sum(cost[x] for x in mu[i] if paid[x] == 1 and x not in mu[j])
+                        added = sum(cost[x] for x in mu[j] if paid[x] == 0)  # a unit i paid alone stays if j needs it
+                        dc = added - freed
                     touched = set(e.users[i]) if j < 0 else {*e.users[i], *e.users[j]}
                     new = {c: best_in(c, v) for c in touched}
-                    d = sum(new[c] - val[c] for c in touched) - p.cost * (v.bit_count() - u.bit_count())
+                    d = sum(new[c] - val[c] for c in touched) - dc
                     if d > 1e-12:
+                        for x in mu[i]:
+                            paid[x] += 1 if v >> i & 1 else -1
+                        if j >= 0:
+                            for x in mu[j]:
+                                paid[x] += 1
                         u, improved = v, True
                         val.update(new)
+            for x, heads in shared.items():  # a shared unit: drop its heads, pay it, or both for another
+                if paid[x]:
+                    without = u & ~heads
+                    steps = [(*move(u, without, val, paid), without)]
+                    steps += [pay(u, without, shared[z], val, paid) for z in unit_partners[x] if not paid[z]]
+                    d, new, dp, v = max(steps, key=lambda t: t[0])
+                else:
+                    d, new, dp, v = pay(u, u, heads, val, paid)
+                if d > 1e-12:
+                    for y, dy in dp.items():
+                        paid[y] += dy
+                    u, improved = v, True
+                    val.update(new)
             if not improved:
                 break
         return u
+
+    def bits(mask: int) -> list[int]:
+        return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+    def move(u: int, v: int, val: dict, paid: list[int]) -> tuple[float, dict, dict]:
+        """Any move u -> v: (objective gain, the touched classes' new values, unit count changes)."""
+        changed = bits(u ^ v)
+        dp: dict[int, int] = {}
+        for i in changed:
+            for x in mu[i]:
+                dp[x] = dp.get(x, 0) + (1 if v >> i & 1 else -1)
+        dc = sum(cost[x] for x, dx in dp.items() if paid[x] == 0 and dx > 0) - sum(
+            cost[x] for x, dx in dp.items() if paid[x] > 0 and paid[x] + dx == 0
+        )
+        touched = {c for i in changed for c in e.users[i]}
+        new = {c: best_in(c, v) for c in touched}
+        return sum(new[c] - val[c] for c in touched) - dc, new, dp
+
+    def pay(u: int, v: int, heads: int, val: dict, paid: list[int]) -> tuple[float, dict, dict, int]:
+        """From u -> v, add `heads` one at a time, best first, while the whole move's gain grows."""
+        best = (*move(u, v, val, paid), v) if v != u else (-np.inf, {}, {}, u)
+        while True:
+            v = best[3]
+            step = max(
+                ((*move(u, v | 1 << i, val, paid), v | 1 << i) for i in bits(heads & ~v)),
+                key=lambda t: t[0],
+                default=None,
+            )
+            if step is None or step[0] <= best[0]:
+                return best
+            best = step
+
+    # units two or more candidate models need (shared backbones), with those models as a bit mask,
+    # and per such unit the others whose models serve a class that one of its models serves
+    needs: dict[int, int] = {}
+    for i in range(n):
+        for x in mu[i]:
+            needs[x] = needs.get(x, 0) | 1 << i
+    shared = {x: m for x, m in sorted(needs.items()) if m & (m - 1)}
+    unit_partners = {
+        x: sorted({z for i in bits(m) for c in e.users[i] for j in e.cands[c] for z in mu[j] if z in shared} - {x})
+        for x, m in shared.items()
+    }
 
     greedy = 0
     for c, o in enumerate(choice):
@@ -241,18 +383,20 @@ def _model_set_search(p: Problem, choice: list[int], max_sweeps: int = 100) -> l
     return out
 
 
-def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_sweeps: int = 50) -> list[int]:
+def _group_search(
+    p: Problem, choice: list[int], max_combos: int = 4096, max_sweeps: int = 50, e: _Encoded | None = None
+) -> list[int]:
     """Large-neighbourhood search (see `solve_heuristic`): groups are each class with its neighbours
-    (classes sharing a candidate model; breadth first) and each shared model's classes with theirs,
+    (classes sharing a candidate cost unit; breadth first) and each shared unit's classes with theirs,
     as many as keep a group's option combinations <= `max_combos`."""
-    e = _Encoded(p)
+    e = e or _Encoded(p)
     choice = list(choice)
-    count = np.zeros(len(e.models), dtype=np.int64)  # chosen options using each model
+    count = np.zeros(len(e.units), dtype=np.int64)  # chosen options needing each unit
     for c, o in enumerate(choice):
         if o >= 0:
-            for i in e.members[c][o]:
-                count[i] += 1
-    nbrs = [sorted({d for i in e.cands[c] for d in e.users[i]} - {c}) for c in range(len(p.options))]
+            for j in e.opt_units[c][o]:
+                count[j] += 1
+    nbrs = [sorted({d for j in e.cand_units[c] for d in e.unit_users[j]} - {c}) for c in range(len(p.options))]
 
     def grow(seed: list[int]) -> tuple[int, ...]:
         group, size, queue, seen, local = [], 1, list(seed), set(), set()
@@ -264,40 +408,47 @@ def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_swe
             if len(e.members[c]) < 2:  # no choice to make: walk through it to its neighbours
                 queue.extend(nbrs[c])
                 continue
-            # within the combination budget, and with at most 62 models (one bit each in an int64)
-            if size * len(e.members[c]) <= max_combos and len(local | set(e.cands[c])) <= 62:
+            # within the combination budget, and with at most 62 units (one bit each in an int64)
+            if size * len(e.members[c]) <= max_combos and len(local | set(e.cand_units[c])) <= 62:
                 group.append(c)
                 size *= len(e.members[c])
-                local |= set(e.cands[c])
+                local |= set(e.cand_units[c])
                 queue.extend(nbrs[c])
         return tuple(sorted(group))
 
-    seeds = [[c] for c in e.classes] + [u for u in e.users if len(u) > 1]
+    seeds = [[c] for c in e.classes] + [u for u in e.unit_users if len(u) > 1]
     groups = [g for g in dict.fromkeys(grow(s) for s in seeds) if len(g) > 1]
 
     def resolve(g: tuple[int, ...]) -> list[int] | None:
-        local = sorted({i for c in g for i in e.cands[c]})
-        bit = {i: b for b, i in enumerate(local)}
-        mine = np.zeros(len(e.models), dtype=np.int64)
+        local = sorted({j for c in g for j in e.cand_units[c]})
+        bit = {j: b for b, j in enumerate(local)}
+        mine = np.zeros(len(e.units), dtype=np.int64)
         for c in g:
-            for i in e.members[c][choice[c]]:
-                mine[i] += 1
-        others = sum(1 << bit[i] for i in local if count[i] > mine[i])  # paid for by classes outside g
+            for j in e.opt_units[c][choice[c]]:
+                mine[j] += 1
+        others = sum(1 << bit[j] for j in local if count[j] > mine[j])  # paid for by classes outside g
+        by_cost: dict[float, int] = {}  # unit cost -> the local units' bits with that cost
+        for j in local:
+            by_cost[e.unit_cost[j]] = by_cost.get(e.unit_cost[j], 0) | 1 << bit[j]
         shape = [len(e.members[c]) for c in g]
         grid = np.indices(shape).reshape(len(g), -1)
         mask = np.zeros(grid.shape[1], dtype=np.int64)
         total = np.zeros(grid.shape[1])
         for r, c in enumerate(g):
-            om = np.array([sum(1 << bit[i] for i in o) for o in e.members[c]], dtype=np.int64)
+            om = np.array([sum(1 << bit[j] for j in o) for o in e.opt_units[c]], dtype=np.int64)
             mask |= om[grid[r]]
             total += np.asarray(e.acc[c])[grid[r]]
-        val = total - p.cost * np.bitwise_count(mask & ~np.int64(others))
+        unpaid = mask & ~np.int64(others)
+        if len(by_cost) == 1:  # one cost for every unit (e.g. one unit per model): cost x the count
+            val = total - next(iter(by_cost)) * np.bitwise_count(unpaid)
+        else:
+            val = total - sum(c * np.bitwise_count(unpaid & np.int64(b)) for c, b in sorted(by_cost.items()))
         now = int(np.ravel_multi_index([choice[c] for c in g], shape))
         best = int(np.argmax(val))
         return [int(x) for x in grid[:, best]] if val[best] > val[now] + 1e-12 else None
 
     # a group's best answer depends only on its classes and their neighbours (the classes that pay
-    # for its models): one re-solved since the last change among them is skipped, result unchanged
+    # for its units): one re-solved since the last change among them is skipped, result unchanged
     touch = {g: {*g, *(d for c in g for d in nbrs[c])} for g in groups}
     changed = [0] * len(p.options)
     checked = dict.fromkeys(groups, -1)
@@ -314,11 +465,11 @@ def _group_search(p: Problem, choice: list[int], max_combos: int = 4096, max_swe
                 for c, o in zip(g, new):
                     if o == choice[c]:
                         continue
-                    for i in e.members[c][choice[c]]:
-                        count[i] -= 1
+                    for j in e.opt_units[c][choice[c]]:
+                        count[j] -= 1
                     choice[c] = o
-                    for i in e.members[c][o]:
-                        count[i] += 1
+                    for j in e.opt_units[c][o]:
+                        count[j] += 1
                     changed[c] = clock
             checked[g] = clock
         if not improved:

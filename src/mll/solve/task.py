@@ -162,6 +162,7 @@ def plan(
         prune=cfg.prune,
         max_heads=cfg.max_heads,
         cost=cfg.cost_per_model,
+        head_cost_ratio=cfg.head_cost_ratio,
         solver=cfg.solver,
         backoffs=backoffs,
         fixed=chosen,
