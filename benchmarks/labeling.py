@@ -1,8 +1,12 @@
-"""Labeling throughput, overhead over the models' pure forward time, and peak memory, on the demo hub.
+"""Labeling throughput, overhead over the models' pure forward time, and peak memory, on the whole hub.
 
 Labels every hub model from scratch into a temporary folder (the project's labels/ is untouched),
-on the real probe split. Overhead = labeling wall time / pure forward time; it is reported with and
-without model loading (a one-off per model that a long-lived worker pays once).
+on the real probe split, in the order the label stage uses (grouped by input config and backbone).
+Heads on a shared backbone read its features from one in-memory cache that starts empty, so the
+first head on a backbone pays the backbone's forward pass and the others pay their head only, as in
+the label stage on a fresh machine. Overhead = labeling wall time / pure forward time (target
+<= 1.10); it is reported with and without model loading (a one-off per model that a long-lived
+worker pays once). Per backbone (and input size) the throughput is images per second of forward time.
 """
 
 from __future__ import annotations
@@ -10,17 +14,26 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from mll.config import LabelParams, load_section
+from mll.hub.backbones import FeatureCache
 from mll.hub.store import Hub
-from mll.labels.run import label_one
+from mll.labels.run import label_context, label_one, labeling_order
+
+TARGET = 1.10
 
 
 def run(models: list[str] | None = None) -> dict:
     params = load_section("label")
     params = LabelParams(**{**params.__dict__, "track": False})
-    names = models or Hub().names()
+    hub = Hub()
+    names = labeling_order(hub.root, models or hub.names())
+    probe_path, sdag_path = Path("data/splits/probe.parquet"), Path("data/sdag")
+    probe, _ = label_context(str(probe_path), str(sdag_path))
+    probe.images()  # decoding the probe set is a one-off per process, not part of any model's labeling
+    probe.features = FeatureCache()  # in memory and empty: the backbones' passes are measured, not read from disk
     rows = []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -28,37 +41,40 @@ def run(models: list[str] | None = None) -> dict:
             r = label_one(
                 name,
                 params,
-                hub_root=Path("models"),
-                probe_path=Path("data/splits/probe.parquet"),
-                sdag_path=Path("data/sdag"),
+                hub_root=hub.root,
+                probe_path=probe_path,
+                sdag_path=sdag_path,
                 labels_root=Path(tmp),
                 force=True,
                 log=lambda *_: None,
                 show_progress=False,
             )
-            store = sum(r.summary.get("store_bytes", {}).values()) if r.summary else 0
-            if not store:
-                store = sum(f.stat().st_size for f in (Path(tmp) / name).iterdir())
-            rows.append((name, r.images, r.seconds, r.load_seconds, r.forward_seconds, store))
+            card = hub.card(name)
+            group = f"{card.backbone}@{card.input.size}" if card.backbone else f"{card.architecture}@{card.input.size}"
+            rows.append((name, group, r.images, r.seconds, r.load_seconds, r.forward_seconds))
     wall = time.perf_counter() - t_all
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    head = ("model", "computation", "images", "wall s", "load s", "fwd s", "wall/fwd")
+    print("{:30s} {:24s} {:>6s} {:>7s} {:>7s} {:>7s} {:>8s}".format(*head))
+    for name, group, n, sec, load, fwd in rows:
+        print(f"{name:30s} {group:24s} {n:6d} {sec:7.2f} {load:7.2f} {fwd:7.2f} {sec / max(fwd, 1e-9):8.2f}")
+    per: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
+    for _, group, n, _, _, fwd in rows:
+        per[group][0] = max(per[group][0], n)
+        per[group][1] += fwd
+        per[group][2] += 1
+    print("\nper computation (a backbone at one input size, or a standalone model):")
+    for group, (n, fwd, k) in sorted(per.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {group:24s} {k:3d} model(s)  forward {fwd:7.2f} s  {n / max(fwd, 1e-9):8.0f} img/s")
+    tot, load, fwd = (sum(r[i] for r in rows) for i in (3, 4, 5))
+    ratio, ratio_no_load = tot / fwd, (tot - load) / fwd
     print(
-        f"{'model':18s} {'images':>6s} {'wall s':>7s} {'load s':>7s} {'fwd s':>7s} {'img/s':>7s} "
-        f"{'wall/fwd':>8s} {'store KiB':>9s}"
-    )
-    for name, n, sec, load, fwd, store in rows:
-        print(
-            f"{name:18s} {n:6d} {sec:7.2f} {load:7.2f} {fwd:7.2f} {n / max(fwd, 1e-9):7.0f} "
-            f"{sec / max(fwd, 1e-9):8.2f} {store / 1024:9.0f}"
-        )
-    tot, load, fwd = (sum(r[i] for r in rows) for i in (2, 3, 4))
-    print(
-        f"hub: {len(rows)} models, wall {wall:.1f} s (incl. decoding the probe set once), labeling {tot:.1f} s, "
+        f"hub: {len(rows)} models, {len(probe)} probe images, wall {wall:.1f} s, labeling {tot:.1f} s, "
         f"forward {fwd:.1f} s"
     )
     print(
-        f"overhead ratio (labeling wall / pure forward): {tot / fwd:.3f}; without model loading: "
-        f"{(tot - load) / fwd:.3f} (target < 1.20)"
+        f"labeling overhead (labeling wall / pure forward): {ratio:.3f} [target <= {TARGET}] "
+        f"{'PASS' if ratio <= TARGET else 'FAIL'}; without model loading: {ratio_no_load:.3f}"
     )
     print(f"peak memory (max RSS of this process): {peak_mb:.0f} MiB")
-    return {"rows": rows, "ratio": tot / fwd, "ratio_no_load": (tot - load) / fwd, "peak_mb": peak_mb}
+    return {"rows": rows, "ratio": ratio, "ratio_no_load": ratio_no_load, "peak_mb": peak_mb}

@@ -50,7 +50,7 @@ def build_hub_flow(
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--train", nargs="*", default=[], help="names under experts.trained")
+    ap.add_argument("--train", nargs="*", default=None, help="names under experts.trained (no name: every one)")
     ap.add_argument("--imagenet", nargs="*", default=None, help="names under experts.imagenet (no name: every one)")
     ap.add_argument(
         "--heads", nargs="*", default=None, help="names under experts.heads (no name: every head), in one process"
@@ -59,9 +59,10 @@ if __name__ == "__main__":
     ap.add_argument("--manifest", default="data/splits/expert_train.parquet")
     ap.add_argument("--hub", default="models")
     a = ap.parse_args()
-    imagenet = a.imagenet
-    if imagenet == []:  # the flag alone: every ImageNet expert, in this one process
-        from mll.config import load_section
+    from mll.config import load_section
 
-        imagenet = list(load_section("experts", a.params).imagenet)
-    build_hub_flow(a.train, imagenet, a.heads, a.params, a.manifest, a.hub)
+    section = load_section("experts", a.params)
+    # a flag alone names every expert of its kind, all built in this one process
+    trained = list(section.trained) if a.train == [] else a.train
+    imagenet = list(section.imagenet) if a.imagenet == [] else a.imagenet
+    build_hub_flow(trained, imagenet, a.heads, a.params, a.manifest, a.hub)

@@ -19,7 +19,8 @@ _tracking_lock = threading.Lock()  # MLflow's fluent API keeps one active run pe
 
 
 @functools.lru_cache(maxsize=4)
-def _label_context(probe_path: str, sdag_path: str):
+def label_context(probe_path: str, sdag_path: str):
+    """The probe set (decoded once, with its shared backbones' features) and the SDAG, per process."""
     from mll.data.splits import read_manifest
     from mll.hub.backbones import FeatureCache
     from mll.labels.compute import ProbeSet
@@ -71,7 +72,7 @@ def label_one(
     hub = Hub(Path(hub_root))
     card = hub.card(name)
     with _label_ctx_lock:
-        probe, sdag = _label_context(str(probe_path), str(sdag_path))
+        probe, sdag = label_context(str(probe_path), str(sdag_path))
     with tqdm(total=len(probe), desc=f"label {name}", unit="img", disable=not show_progress, leave=False) as bar:
         result = label_model(
             lambda: hub.load(name, device=params.device, amp=params.amp),
