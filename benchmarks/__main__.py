@@ -1,4 +1,5 @@
-"""`python -m benchmarks [selection scale labeling ...]`: run the named benchmarks (default: all)."""
+"""`python -m benchmarks [selection scale labeling input_size]`: run the named benchmarks (default: all but
+input_size, which takes minutes)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from mll.env import apply_offline_defaults
 
 apply_offline_defaults()
 
-from benchmarks import labeling, scale, selection  # noqa: E402
+from benchmarks import input_size, labeling, scale, selection  # noqa: E402
 
-BENCHES = {"selection": selection.run, "scale": scale.run, "labeling": labeling.run}
+BENCHES = {"selection": selection.run, "scale": scale.run, "labeling": labeling.run, "input_size": input_size.run}
+DEFAULT = ("selection", "scale", "labeling")  # `make bench`; input_size (minutes) only when named
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHES)
+    names = argv or list(DEFAULT)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)

@@ -254,6 +254,24 @@ def _baselines_line(summary: dict) -> str:
     return text
 
 
+def hub_line(cells: dict) -> str:
+    """The hub in one line, and how often MLL's selections used an expert flagged weak, redundant,
+    noisy or misleading (the labels should keep it out)."""
+    comp = cells.get("hub_composition")
+    if not comp:
+        return ""
+    flagged = comp.get("flagged_models") or {}
+    mll = [c for c in cells.get("cells", []) if c.get("method") == "mll"]
+    used = sorted({m for c in mll for m in c.get("models") or [] if m in flagged})
+    with_flagged = sum(any(m in flagged for m in c.get("models") or []) for c in mll)
+    counts = ", ".join(f"{t} {n}" for t, n in comp["flagged"].items())
+    return (
+        f"Hub: {comp['models']} models, {comp['independent']} independent and {comp['models'] - comp['independent']} "
+        f"flagged ({counts}), over {len(comp['backbones'])} shared backbones. MLL's selections used a flagged "
+        f"expert in {with_flagged} of {len(mll)} task solutions" + (f" ({', '.join(used)})." if used else ".")
+    )
+
+
 def markdown(cells: dict, summary: dict) -> str:
     """The `reports/benchmark.md` text: main table, MLL/oracle, support tables, growth, skipped methods."""
     parts = [
@@ -266,6 +284,8 @@ def markdown(cells: dict, summary: dict) -> str:
         oracle_line(summary),
     ]
     if line := _baselines_line(summary):
+        parts += ["", line]
+    if line := hub_line(cells):
         parts += ["", line]
     if users := user_names_section(summary):
         parts += ["", "## User-typed names", "", users]

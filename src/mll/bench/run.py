@@ -202,8 +202,12 @@ def load_state(
 
 def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: float) -> dict:
     """The raw benchmark results that `mll.bench.report` summarises."""
+    from mll.hub.listing import composition
+
+    ctx = state["ctx"]
     return {
-        "hub": state["ctx"].index.models,
+        "hub": ctx.index.models,
+        "hub_composition": composition([ctx.cards[m] for m in ctx.index.models]),
         "tasks": {n: t.describe() for n, t in state["tasks"].items()},
         "cells": cells,
         "growth": growth,

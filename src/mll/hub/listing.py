@@ -278,3 +278,27 @@ def footer(rows: Sequence[ListRow], total: int, invalid: int = 0) -> str:
     if invalid:
         text += f"; {invalid} invalid"
     return text
+
+
+def composition(cards: Sequence[ExpertCard]) -> dict:
+    """What the hub is made of: models by domain and source (backbone heads by backbone), how many
+    are independent, and how many carry each flag tag (weak, redundant, noisy, misleading). The
+    benchmark records it, so a reader can tell independent experts from deliberately bad ones."""
+    table: Counter = Counter()
+    flags: Counter = Counter()
+    for c in cards:
+        kind = f"{c.source}/{c.backbone}" if c.backbone else f"{c.source}/{c.architecture}"
+        table[(c.domain or NO_DOMAIN, kind)] += 1
+        for t in FLAG_TAGS:
+            flags[t] += has_tag(c, t)
+    flagged = sum(any(has_tag(c, t) for t in FLAG_TAGS) for c in cards)
+    return {
+        "models": len(cards),
+        "independent": len(cards) - flagged,
+        "flagged": {t: flags[t] for t in FLAG_TAGS},
+        "flagged_models": {
+            c.name: [t for t in FLAG_TAGS if has_tag(c, t)] for c in cards if any(has_tag(c, t) for t in FLAG_TAGS)
+        },
+        "backbones": sorted({c.backbone for c in cards if c.backbone}),
+        "by_domain_and_source": [{"domain": d, "source": k, "models": n} for (d, k), n in sorted(table.items())],
+    }
