@@ -37,9 +37,13 @@ def train_oracles_flow(
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("datasets", nargs="+", help="names under benchmark.oracles")
+    ap.add_argument("datasets", nargs="*", help="names under benchmark.oracles (none: every one, in this process)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--manifest", default="data/splits/expert_train.parquet")
     ap.add_argument("--out", default="oracles")
     a = ap.parse_args()
+    if not a.datasets:
+        from mll.config import load_section
+
+        a.datasets = list(load_section("benchmark", a.params).oracles)
     train_oracles_flow(a.datasets, a.params, a.manifest, a.out)

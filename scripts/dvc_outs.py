@@ -1,8 +1,10 @@
-"""Keep the outs of dvc.yaml's one-process hub stages equal to the experts params.yaml lists.
+"""Keep the outs of dvc.yaml's one-process model stages equal to the lists in params.yaml.
 
-Why: the `imagenet-experts` and `heads` stages build many experts in one process (one process per
-expert would pay 15-20 s of imports each), so DVC cannot template their outs with `foreach`; the
-lists are generated from `experts.imagenet` and `experts.heads` between marker comments instead:
+Why: the `experts`, `imagenet-experts`, `heads` and `oracles` stages build many models in one
+process (one process per model would pay 15-20 s of imports each), so DVC cannot template their
+outs with `foreach`; the
+lists are generated from `experts.trained`, `experts.imagenet`, `experts.heads` and
+`benchmark.oracles` between marker comments instead:
 
     python scripts/dvc_outs.py --check   # exit 1 naming the stages whose outs are stale
     python scripts/dvc_outs.py --write   # rewrite the generated blocks (nothing else is touched)
@@ -19,29 +21,31 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 _BLOCK = re.compile(
-    r"(?P<head>( *)# generated from params\.yaml experts\.(?P<key>\w+) by scripts/dvc_outs\.py --write\n)"
+    r"(?P<head>( *)# generated from params\.yaml (?P<section>\w+)\.(?P<key>\w+) by scripts/dvc_outs\.py --write\n)"
     r"(?P<body>.*?)(?P<tail> *# end generated\n)",
     re.S,
 )
 
 
-def outs_block(names: list[str], indent: str) -> str:
+FOLDER = {"experts": "models/{}", "benchmark": "oracles/oracle-{}"}  # params section -> model folder
+
+
+def outs_block(folders: list[str], indent: str) -> str:
     lines = []
-    for n in names:
+    for f in folders:
         lines += [
-            f"{indent}- models/{n}/weights.safetensors\n",
-            f"{indent}- models/{n}/card.yaml:\n",
+            f"{indent}- {f}/weights.safetensors\n",
+            f"{indent}- {f}/card.yaml:\n",
             f"{indent}    cache: false\n",
         ]
     return "".join(lines)
 
 
 def render(dvc_text: str, params: dict) -> str:
-    experts = params.get("experts") or {}
-
     def sub(m: re.Match) -> str:
-        names = list(experts.get(m["key"]) or {})
-        return m["head"] + outs_block(names, m.group(2)) + m["tail"]
+        names = list((params.get(m["section"]) or {}).get(m["key"]) or {})
+        folders = [FOLDER[m["section"]].format(n) for n in names]
+        return m["head"] + outs_block(folders, m.group(2)) + m["tail"]
 
     return _BLOCK.sub(sub, dvc_text)
 

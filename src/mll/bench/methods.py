@@ -402,7 +402,7 @@ def _oracle(run: CellRun) -> None:
     name = oracle_name(task.oracle)
     hub = Hub(Path(run.oracle_hub or "oracles"))
     if name not in hub.names():
-        run.skip(f"oracle expert {name} not built (dvc repro oracles@{task.oracle})")
+        run.skip(f"oracle expert {name} not built (dvc repro oracles)")
         return
     card = hub.card(name)
     logp, _, _ = run_models(

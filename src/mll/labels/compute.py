@@ -206,7 +206,9 @@ def compute_label(
     logp = logp_t.numpy()
     lse = torch.logsumexp(logits, 1).numpy().astype(np.float32)
     p = np.exp(logp)
-    pv = p @ member  # P_m(v | x) for every covered node
+    # P_m(v | x) for every covered node; float32 sums of a softmax can pass 1 by an ulp, which the
+    # label table's checks (rightly) refuse
+    pv = np.clip(p @ member, 0.0, 1.0)
     top1 = logp.argmax(1)
     hit = member[top1] > 0  # (N, V): the argmax class lies under v
 
