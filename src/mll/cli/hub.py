@@ -75,7 +75,10 @@ def show_model(a: argparse.Namespace) -> int:
     sdag = _sdag_or_none(a.sdag)
     print(f"{card.name}: {card.description or card.architecture}")
     print(f"  source:       {card.source} ({card.architecture})")
+    if card.backbone:  # the head's weights are in the folder; the backbone's are shared (mll.hub.backbones)
+        print(f"  backbone:     {card.backbone} (shared; features computed once per image for every head on it)")
     print(f"  weights:      {card.weights}  sha256 {card.weights_sha256[:16]}...")
+    print(f"  domain:       {card.domain or '-'}; tags: {', '.join(card.tags) or '-'}")
     i = card.input
     print(
         f"  input:        {i.size}x{i.size}, {i.channels} channel(s), mean {list(i.mean)}, std {list(i.std)}, "
