@@ -20,7 +20,7 @@ from pathlib import Path
 from mll.config import LabelParams, load_section
 from mll.hub.backbones import FeatureCache
 from mll.hub.store import Hub
-from mll.labels.run import label_context, label_one, labeling_order
+from mll.labels.run import label_context, label_one, labeling_order, validate_labels
 
 TARGET = 1.10
 
@@ -34,7 +34,7 @@ def run(models: list[str] | None = None) -> dict:
     probe, _ = label_context(str(probe_path), str(sdag_path))
     probe.images()  # decoding the probe set is a one-off per process, not part of any model's labeling
     probe.features = FeatureCache()  # in memory and empty: the backbones' passes are measured, not read from disk
-    rows = []
+    rows, results = [], []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -48,10 +48,15 @@ def run(models: list[str] | None = None) -> dict:
                 force=True,
                 log=lambda *_: None,
                 show_progress=False,
+                validate=False,  # as the label stage: every node table checked at once, below
             )
             card = hub.card(name)
             group = f"{card.backbone}@{card.input.size}" if card.backbone else f"{card.architecture}@{card.input.size}"
             rows.append((name, group, r.images, r.seconds, r.load_seconds, r.forward_seconds))
+            results.append(r)
+        t_check = time.perf_counter()
+        refused = validate_labels(results, Path(tmp), sdag_path, log=lambda *_: None)
+        check = time.perf_counter() - t_check
     wall = time.perf_counter() - t_all
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     head = ("model", "computation", "images", "wall s", "load s", "fwd s", "wall/fwd")
@@ -67,10 +72,11 @@ def run(models: list[str] | None = None) -> dict:
     for group, (n, fwd, k) in sorted(per.items(), key=lambda kv: -kv[1][1]):
         print(f"  {group:24s} {k:3d} model(s)  forward {fwd:7.2f} s  {n / max(fwd, 1e-9):8.0f} img/s")
     tot, load, fwd = (sum(r[i] for r in rows) for i in (3, 4, 5))
+    tot += check  # the node tables' checks are part of labeling
     ratio, ratio_no_load = tot / fwd, (tot - load) / fwd
     print(
-        f"hub: {len(rows)} models, {len(probe)} probe images, wall {wall:.1f} s, labeling {tot:.1f} s, "
-        f"forward {fwd:.1f} s"
+        f"hub: {len(rows)} models, {len(probe)} probe images, wall {wall:.1f} s, labeling {tot:.1f} s "
+        f"(of which the node tables' checks {check:.1f} s, {len(refused)} refused), forward {fwd:.1f} s"
     )
     print(
         f"labeling overhead (labeling wall / pure forward): {ratio:.3f} [target <= {TARGET}] "

@@ -20,12 +20,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from mll.config import LabelParams, load_section
 from mll.hub.store import Hub
-from mll.labels.run import finish_label_stage, label_one, labeling_order
+from mll.labels.run import finish_label_stage, label_one, labeling_order, validate_labels
 
 
 @task(name="label-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def label_model_task(name: str, params: LabelParams, paths: dict, force: bool):
-    return label_one(name, params, force=force, log=get_run_logger().info, show_progress=False, **paths)
+    # validate=False: the flow checks every labeled model's node table in one run at the end
+    return label_one(name, params, force=force, log=get_run_logger().info, show_progress=False, validate=False, **paths)
 
 
 @flow(name="label-models")
@@ -93,6 +94,9 @@ def label_hub_flow(
     names = labeling_order(hub, models or Hub(hub).names())
     paths = {"hub_root": hub, "probe_path": probe, "sdag_path": sdag, "labels_root": labels}
     results, failed = _label_models.with_options(task_runner=_runner(params))(names, params, paths, force)
+    refused = validate_labels(results, labels, sdag, log=get_run_logger().info)
+    failed.update(refused)
+    results = [r for r in results if r.model not in refused]
     report = finish_label_stage(
         results, hub, labels, summary if not models else None, log=get_run_logger().info, failed=failed
     )

@@ -185,6 +185,30 @@ def test_label_table_validation_names_the_failure(tiny_world, tmp_path, small_sd
         check_label_table(bad, small_sdag.__contains__, "low")
 
 
+def test_stage_checks_all_node_tables_at_once_and_drops_a_bad_label(tiny_world, tmp_path, small_sdag):
+    """The stage validates every labeled model's table in one run; a failing table names its model,
+    and that model's label is removed (so the next run labels it again), the others stay."""
+    from mll.data.validation import check_label_tables
+    from mll.labels.run import validate_labels
+
+    labels = tmp_path / "labels"
+    label_stage(NO_TRACK, **_paths(tiny_world, labels), summary_path=None, log=lambda *_: None)
+    tables = {m: read_label(labels, m).nodes for m in ("low", "high")}
+    assert check_label_tables(tables, small_sdag.__contains__) == {}
+    bad = tables["high"].copy()
+    bad.loc[bad.index[0], "soft_recall"] = 1.5
+    refused = check_label_tables({**tables, "high": bad}, small_sdag.__contains__)
+    assert list(refused) == ["high"] and "soft_recall" in refused["high"]
+    bad.to_parquet(labels / "high" / "nodes.parquet")  # a table that would not have passed
+
+    class Done:
+        def __init__(self, model):
+            self.model, self.status = model, "labeled"
+
+    out = validate_labels([Done("low"), Done("high")], labels, tiny_world["sdag"], log=lambda *_: None)
+    assert list(out) == ["high"] and not (labels / "high").exists() and (labels / "low" / "nodes.parquet").is_file()
+
+
 @pytest.mark.slow
 def test_sigkill_mid_hub_keeps_finished_labels(tiny_world, tmp_path):
     """A real SIGKILL while labeling: finished labels survive, nothing half-written, rerun completes."""

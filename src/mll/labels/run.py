@@ -61,8 +61,12 @@ def label_one(
     force: bool = False,
     log=print,
     show_progress: bool = True,
+    validate: bool = True,
 ):
-    """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow."""
+    """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow.
+
+    `validate=False` leaves the node table's checks to `validate_labels`, which the label stage runs
+    once over every model it labeled (a great_expectations run per model cost more than a head)."""
     from tqdm import tqdm
 
     from mll.data.validation import check_label_table
@@ -82,7 +86,7 @@ def label_one(
             Path(labels_root),
             params,
             force=force,
-            validate=lambda nodes, g: check_label_table(nodes, g.__contains__, name),
+            validate=(lambda nodes, g: check_label_table(nodes, g.__contains__, name)) if validate else None,
             progress=bar.update,
         )
     if result.status == "labeled":
@@ -151,6 +155,28 @@ def _log_label_run(card, result, labels_root: Path) -> None:
         folder = labels_root / card.name
         t.log_artifact(folder / "nodes.parquet", "label")
         t.log_artifact(folder / "summary.json", "label")
+
+
+def validate_labels(results: list, labels_root: Path, sdag_path: Path, log=print) -> dict[str, str]:
+    """Check the node tables of the models just labeled, in one great_expectations run; a model whose
+    table fails loses its label (the next run labels it again) and is returned as {model: reason}."""
+    import shutil
+
+    import pandas as pd
+
+    from mll.data.validation import check_label_tables
+    from mll.labels.store import NODES
+
+    labeled = [r.model for r in results if r.status == "labeled"]
+    tables = {m: pd.read_parquet(Path(labels_root) / m / NODES) for m in labeled}
+    sdag = SDAG.load(Path(sdag_path))
+    bad = check_label_tables(tables, sdag.__contains__)
+    for m, why in bad.items():
+        shutil.rmtree(Path(labels_root) / m, ignore_errors=True)
+        log(f"{m}: label refused by its checks and removed: {why}")
+    if tables and not bad:
+        log(f"label checks: {len(tables)} node table(s) valid")
+    return bad
 
 
 def finish_label_stage(
@@ -249,11 +275,15 @@ def label_stage(
                     labels_root=labels_root,
                     force=force,
                     log=log,
+                    validate=False,  # all node tables are checked at once below
                 )
             )
         except (CardError, ValueError, OSError, RuntimeError) as exc:  # one bad model must not stop the hub
             failed[name] = " ".join(str(exc).split())
             log(f"{name}: FAILED: {failed[name]}")
+    refused = validate_labels(results, Path(labels_root), Path(sdag_path), log=log)
+    failed.update(refused)
+    results = [r for r in results if r.model not in refused]
     report = finish_label_stage(
         results, hub_root, labels_root, summary_path if not models else None, log=log, failed=failed
     )
