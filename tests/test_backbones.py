@@ -250,3 +250,17 @@ def test_dvc_outs_of_the_hub_stages_match_params():
     root = os.path.dirname(os.path.dirname(__file__))
     r = subprocess.run([sys.executable, "scripts/dvc_outs.py", "--check"], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_images_features_do_not_depend_on_what_was_cached(head_hub):
+    """A lone missing image gives the same bits as in a full batch (a batch of one would not), so
+    cached and fresh features agree exactly and head training does not depend on cache history."""
+    expert = head_hub.load("h-a", device="cpu")
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    keys = [f"img{i}" for i in range(5)]
+    full = FeatureCache()
+    want = full.get("k", keys, lambda rows: expert.features(x[rows]))
+    partial = FeatureCache()
+    partial.get("k", keys[:4], lambda rows: expert.features(x[:4][rows]))
+    got = partial.get("k", keys, lambda rows: expert.features(x[rows]))  # only image 4 is computed, alone
+    assert partial.computed == 5 and torch.equal(got, want)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mll.hub.backbones import FeatureCache, SplitModule, backbone_key
+from mll.hub.backbones import FeatureCache, SplitModule, backbone_key, run_batched
 from mll.hub.cards import CardError, ExpertCard, InputConfig, read_card, verify_weights
 from mll.hub.sources import build_module
 
@@ -88,12 +88,11 @@ class Expert:
 
     @torch.inference_mode()
     def _batched(self, fn, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-        outs = []
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(self.device, non_blocking=True)
+        def run(xb: torch.Tensor) -> torch.Tensor:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                outs.append(fn(xb).float().cpu())
-        return outs
+                return fn(xb.to(self.device, non_blocking=True)).float().cpu()
+
+        return run_batched(run, x, batch_size)
 
     def features(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """The shared backbone's features of preprocessed input (N, D); only for backbone heads."""

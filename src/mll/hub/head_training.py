@@ -29,7 +29,15 @@ from PIL import Image, ImageOps
 
 from mll.data.images import open_image
 from mll.data.wordnet import resolve_synset, wnid
-from mll.hub.backbones import FeatureCache, backbone_key, backbone_sha256, get_backbone, load_backbone, make_head
+from mll.hub.backbones import (
+    FeatureCache,
+    backbone_key,
+    backbone_sha256,
+    get_backbone,
+    load_backbone,
+    make_head,
+    run_batched,
+)
 from mll.hub.cards import ExpertCard, HeadClass, InputConfig
 from mll.hub.experts import preprocess
 from mll.hub.store import Hub
@@ -163,7 +171,7 @@ def training_features(
             part = [keys[j] for j in todo[i : i + batch_size]]
             ims = [open_image(u) if v == 0 else augment_view(open_image(u), _seed(f"{u}~{v}", 0)) for u, v in part]
             with torch.inference_mode():
-                outs.append(backbone(preprocess(ims, cfg)).float())
+                outs += run_batched(lambda xb: backbone(xb).float(), preprocess(ims, cfg), batch_size)
         return torch.cat(outs)
 
     feats = cache.get(bkey, names, compute)
