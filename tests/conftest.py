@@ -172,3 +172,16 @@ def tiny_clip(tmp_path_factory) -> tuple[str, Path]:
     torch.manual_seed(0)
     torch.save(open_clip.create_model("tiny-clip-test").state_dict(), root / "tiny.pt")
     return "tiny-clip-test", root / "tiny.pt"
+
+
+@pytest.fixture(scope="session")
+def synthetic_task():
+    """A 400-node synthetic SDAG, a 60-model synthetic label index over it, and a six-class task
+    (names, target nodes) of covered nodes at depth 2 or more: for selection tests without a hub."""
+    from mll.bench.synthetic import SyntheticIndex, synthetic_sdag
+
+    sdag = synthetic_sdag(400, seed=0)
+    index = SyntheticIndex(sdag, 60, seed=0)
+    covered = index.nodes.loc[index.nodes["head_classes"] > 0, "node"].unique()
+    targets = [str(t) for t in covered if sdag.depth(t) >= 2][:6]
+    return sdag, index, [sdag.name(t) for t in targets], targets

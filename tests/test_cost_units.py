@@ -167,12 +167,8 @@ def test_highs_with_units_agrees_with_exhaustive_search():
 
 
 # --- select(): units from the cards, recorded in the selection ---------------------------------------
-def test_select_builds_units_from_cards_and_records_them():
-    sdag = synthetic_sdag(400, seed=0)
-    index = SyntheticIndex(sdag, 60, seed=0)
-    covered = index.nodes.loc[index.nodes["head_classes"] > 0, "node"].unique()
-    targets = [str(t) for t in covered if sdag.depth(t) >= 2][:6]
-    names = [sdag.name(t) for t in targets]
+def test_select_builds_units_from_cards_and_records_them(synthetic_task):
+    sdag, index, names, targets = synthetic_task
     plain, _, _ = select(index, sdag, names, targets, index.cards)
     assert plain.cost_units == {m: [m] for m in plain.models}  # standalone: one unit each, themselves
     assert plain.cost_per_model == 0.01 and plain.head_cost_ratio == 0.1

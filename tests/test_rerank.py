@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll.bench.synthetic import SyntheticIndex, synthetic_card, synthetic_sdag
+from mll.bench.synthetic import synthetic_card
 from mll.data.sdag import SDAG
 from mll.labels.index import LabelIndex
 from mll.labels.store import Label
@@ -155,12 +155,8 @@ def test_folds_are_stratified_and_seeded():
         assert counts.max() - counts.min() <= 1
 
 
-def test_reranking_runs_on_the_synthetic_hub_and_times_itself():
-    sdag = synthetic_sdag(400, seed=0)
-    index = SyntheticIndex(sdag, 60, seed=0)
-    covered = index.nodes.loc[index.nodes["head_classes"] > 0, "node"].unique()
-    targets = [str(t) for t in covered if sdag.depth(t) >= 2][:6]
-    names = [sdag.name(t) for t in targets]
+def test_reranking_runs_on_the_synthetic_hub_and_times_itself(synthetic_task):
+    sdag, index, names, targets = synthetic_task
     plain, _, _ = select(index, sdag, names, targets, index.cards)
     sel, _, _ = select(index, sdag, names, targets, index.cards, rerank=Rerank(4, combiner="statistics"))
     assert 1 <= len(sel.rerank["candidates"]) <= 4 and sel.rerank["candidates"][0]["models"] == plain.models
