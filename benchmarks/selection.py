@@ -34,8 +34,9 @@ import numpy as np
 from mll.bench.synthetic import SyntheticIndex, random_problem, synthetic_sdag, write_synthetic_hub
 from mll.config import SolveParams
 from mll.solve.chco import select
+from mll.solve.heuristic import solve_heuristic
 from mll.solve.rerank import Rerank
-from mll.solve.solvers import solve_exact, solve_heuristic
+from mll.solve.solvers import solve_exact
 
 TARGETS = {"cold": 1.0, "warm": 0.2, "exact30": 2.0, "gap": 0.01}
 ROOT = Path(__file__).resolve().parent.parent

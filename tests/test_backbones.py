@@ -79,22 +79,24 @@ def test_derived_specialist_is_the_generalists_rows(tmp_path):
 
 def test_features_are_computed_once_for_heads_on_one_backbone(head_hub, tmp_path):
     a, b = head_hub.load("h-a", device="cpu"), head_hub.load("h-b", device="cpu")
-    assert a.backbone_key == b.backbone_key == backbone_key(head_hub.card("h-a"))
+    assert a.backbone_key == b.backbone_key == backbone_key(head_hub.card("h-a").backbone, head_hub.card("h-a").input)
     x = torch.randn(6, 3, 32, 32)
     keys = [f"img{i}" for i in range(6)]
     cache = FeatureCache(tmp_path / "f")
-    la = a.forward(x, keys=keys, features=cache)
-    lb = b.forward(x, keys=keys, features=cache)
+    la = a.cached_logits(keys, lambda: x, cache)
+    lb = b.cached_logits(keys, lambda: x, cache)
     assert cache.computed == 6  # the second head read the first one's features
     assert torch.allclose(la, a.forward(x), atol=1e-5) and torch.allclose(lb, b.forward(x), atol=1e-5)
     # a new process (a new cache on the same folder) reads them from disk
     again = FeatureCache(tmp_path / "f")
-    assert torch.allclose(b.forward(x, keys=keys, features=again), lb) and again.computed == 0
+    called = []
+    assert torch.allclose(b.cached_logits(keys, lambda: called.append(1) or x, again), lb) and again.computed == 0
+    assert not called  # every feature was on disk: the images were never preprocessed
     # a damaged cache file is recomputed, not fatal
     for f in (tmp_path / "f").glob("*.npz"):
         f.write_bytes(b"not a zip")
     broken = FeatureCache(tmp_path / "f")
-    assert torch.allclose(a.forward(x, keys=keys, features=broken), la, atol=1e-6) and broken.computed == 6
+    assert torch.allclose(a.cached_logits(keys, lambda: x, broken), la, atol=1e-6) and broken.computed == 6
 
 
 def test_labeling_heads_runs_the_backbone_once(head_hub, tiny_world):

@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import mll.solve.heuristic as heuristic
+import mll.solve.problem as problem
 import mll.solve.solvers as solvers
 from mll.bench.synthetic import SyntheticIndex, random_problem, synthetic_sdag, write_synthetic_hub
 from mll.labels.index import LabelIndex
 from mll.labels.index_file import INDEX_DIR, refresh_index
 from mll.labels.store import OUTPUTS, Label, Storage, has_mapped_outputs, read_label, upgrade_label, write_label
 from mll.solve.chco import select
-from mll.solve.solvers import solve_exact, solve_heuristic
+from mll.solve.heuristic import solve_heuristic
+from mll.solve.solvers import solve_exact
 
 
 # --- the solvers -----------------------------------------------------------------------------------
@@ -39,14 +42,14 @@ def test_heuristic_answers_are_valid_and_never_below_coordinate_ascent():
         p = random_problem(rng, int(rng.integers(2, 20)), int(rng.integers(3, 40)), cost=float(rng.uniform(0, 0.05)))
         he, _ = solve_heuristic(p)
         assert all(0 <= o < len(opts) for o, opts in zip(he, p.options))
-        greedy = solvers._coordinate_ascent(p, [int(np.argmax(a)) for a in p.acc], 3)
+        greedy = heuristic._coordinate_ascent(p, [int(np.argmax(a)) for a in p.acc], 3)
         assert p.objective(he) >= p.objective(greedy) - 1e-12
 
 
 def test_heuristic_copes_with_long_chains_of_classes_without_a_choice():
     # 100 classes with one option each, chained by shared models, then two classes with a choice
     options = [[(f"m{i}", f"m{i + 1}")] for i in range(100)] + [[("a",), ("b",)], [("a",), ("c",)]]
-    p = solvers.Problem(options, [[0.9]] * 100 + [[0.8, 0.9], [0.8, 0.9]], 0.01)
+    p = problem.Problem(options, [[0.9]] * 100 + [[0.8, 0.9], [0.8, 0.9]], 0.01)
     choice, _ = solve_heuristic(p)
     assert choice == [0] * 100 + [0, 0]  # sharing "a" beats two better but separate heads
     assert p.objective(choice) == pytest.approx(p.objective(solve_exact(p)[0]))

@@ -12,7 +12,9 @@ import pytest
 from mll.bench.synthetic import SyntheticIndex, random_problem, synthetic_sdag
 from mll.hub.cards import InputConfig
 from mll.solve.chco import cost_units, select
-from mll.solve.solvers import Problem, _coordinate_ascent, solve_exact, solve_heuristic
+from mll.solve.heuristic import _coordinate_ascent, solve_heuristic
+from mll.solve.problem import Problem
+from mll.solve.solvers import solve_exact
 
 
 def _per_model_objective(p: Problem, choice: list[int]) -> float:

@@ -97,7 +97,9 @@ def test_chco_answers_every_coverable_class_with_hub_models(k, models, seed, cos
     """Random instances: each class with options gets one, options only name hub models, exact >= heuristic."""
     import itertools
 
-    from mll.solve.solvers import Problem, solve_exact, solve_heuristic
+    from mll.solve.heuristic import solve_heuristic
+    from mll.solve.problem import Problem
+    from mll.solve.solvers import solve_exact
 
     rng = np.random.default_rng(seed)
     hub = [f"m{i}" for i in range(models)]

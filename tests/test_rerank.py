@@ -13,8 +13,9 @@ from mll.data.sdag import SDAG
 from mll.labels.index import LabelIndex
 from mll.labels.store import Label
 from mll.solve.chco import select
+from mll.solve.problem import Problem
 from mll.solve.rerank import Rerank, candidates, stratified_folds
-from mll.solve.solvers import Problem, solve_exact
+from mll.solve.solvers import solve_exact
 
 # class -> node images; each toy model has a two-class head [its class, D] and fires (+3 logits) on
 # the images of the classes listed: M1 and M3 both fire on A and B (each separates its class from C

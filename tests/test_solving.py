@@ -10,8 +10,10 @@ import pytest
 from mll.bench import synthetic
 from mll.config import SolveParams as SolveConfig
 from mll.data.images import open_image
+from mll.solve.heuristic import solve_heuristic
 from mll.solve.matching import Matcher, MatchError, check_task, normalise
-from mll.solve.solvers import Problem, solve_exact, solve_heuristic
+from mll.solve.problem import Problem
+from mll.solve.solvers import solve_exact
 from mll.solve.task import Context, plan, predict
 
 

@@ -71,8 +71,17 @@ class LabelParams:
 
 
 # --- experts: how the demo hub is built -----------------------------------------------------------
+class _Overrides:
+    """Settings that override a defaults section; None = not set. `given()` lists the set ones,
+    over the fields of the class that names the overridable settings (not a subclass's own)."""
+
+    def given(self) -> dict[str, Any]:
+        base = next(c for c in type(self).__mro__ if _Overrides in c.__bases__)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(base) if getattr(self, f.name) is not None}
+
+
 @dataclass(frozen=True, kw_only=True)
-class TrainOverrides:
+class TrainOverrides(_Overrides):
     """Training settings an expert (or an oracle) may set over `experts.defaults`; None = not set."""
 
     arch: str | None = None  # a timm architecture name
@@ -84,13 +93,6 @@ class TrainOverrides:
     val_fraction: float | None = None  # held out of expert_train for the validation accuracy
     seed: int | None = None
     shift: int | None = None  # random translation (pixels) as augmentation
-
-    def given(self) -> dict[str, Any]:
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(TrainOverrides)
-            if getattr(self, f.name) is not None
-        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +110,7 @@ class ImagenetExpertParams:
 
 
 @dataclass(frozen=True)
-class HeadOverrides:
+class HeadOverrides(_Overrides):
     """Settings a head expert may set over `experts.head_defaults` (mll.hub.head_training.HeadSpec)."""
 
     backbone: str | None = None  # a registered backbone (mll.hub.backbones)
@@ -124,13 +126,6 @@ class HeadOverrides:
     permute: bool | None = None  # a misleading expert: each class trained on the next class's images
     val_fraction: float | None = None
     seed: int | None = None
-
-    def given(self) -> dict[str, Any]:
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(HeadOverrides)
-            if getattr(self, f.name) is not None
-        }
 
 
 @dataclass(frozen=True, kw_only=True)

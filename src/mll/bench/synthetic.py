@@ -22,7 +22,7 @@ from mll.hub.cards import ExpertCard, HeadClass, InputConfig
 from mll.labels.index import LabelIndex
 from mll.labels.index_file import refresh_index
 from mll.labels.store import SUMMARY, Label, write_label
-from mll.solve.solvers import Problem
+from mll.solve.problem import Problem
 
 
 def synthetic_sdag(n_nodes: int, seed: int = 0) -> SDAG:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mll.hub.cards import CardError, ExpertCard
+from mll.hub.cards import CardError, ExpertCard, InputConfig
 
 
 @dataclass(frozen=True)
@@ -153,13 +153,13 @@ def build_backbone_head(card: ExpertCard, weights: Path) -> nn.Module:
     return SplitModule(load_backbone(card.backbone), head, card.backbone)
 
 
-def backbone_key(card: ExpertCard) -> str | None:
+def backbone_key(backbone: str | None, inp: InputConfig) -> str | None:
     """What a head's features depend on: the backbone's weights and the input preprocessing.
-    None for a standalone model."""
-    if not card.backbone:
+    None for a standalone model (no backbone)."""
+    if not backbone:
         return None
-    inp = hashlib.sha256(repr(card.input).encode()).hexdigest()[:12]
-    return f"{card.backbone}-{backbone_sha256(card.backbone)[:12]}-{card.input.size}px-{inp}"
+    digest = hashlib.sha256(repr(inp).encode()).hexdigest()[:12]
+    return f"{backbone}-{backbone_sha256(backbone)[:12]}-{inp.size}px-{digest}"
 
 
 # --- the feature cache -----------------------------------------------------------------------------

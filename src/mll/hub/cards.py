@@ -99,9 +99,13 @@ class ExpertCard:
     def content_hash(self) -> str:
         """sha256 of the card's canonical YAML: the labeling key changes when anything here does,
         except the MLflow run id, which differs on every retraining even when the weights do not."""
-        d = self.to_dict()
-        d["provenance"] = {k: v for k, v in d["provenance"].items() if k not in VOLATILE_PROVENANCE}
-        return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
+        cached = self.__dict__.get("_content_hash")  # a card is frozen; labeling asks several times
+        if cached is None:
+            d = self.to_dict()
+            d["provenance"] = {k: v for k, v in d["provenance"].items() if k not in VOLATILE_PROVENANCE}
+            cached = hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
+            object.__setattr__(self, "_content_hash", cached)
+        return cached
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

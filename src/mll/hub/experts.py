@@ -7,7 +7,7 @@ never unpickles weights as code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,26 +41,36 @@ def batch_size_for(device: str, cpu: int, gpu: int) -> int:
     return gpu if select_device(device).type == "cuda" else cpu
 
 
-def preprocess(images: Sequence[Image.Image], cfg: InputConfig) -> torch.Tensor:
-    """Resize (shorter side to size / crop_pct), center-crop, scale to [0, 1], normalise; (N, C, S, S)."""
+def preprocess(images: Sequence[Image.Image], cfg: InputConfig, chunk: int = 64) -> torch.Tensor:
+    """Resize (shorter side to size / crop_pct), center-crop, scale to [0, 1], normalise; (N, C, S, S).
+
+    Works `chunk` images at a time into the channels-first result: one whole-set channels-last
+    array and its transpose cost 2.4x the time at 192 px (memory traffic), for the same bits."""
     resize_to = round(cfg.size / cfg.crop_pct)
     interp = _INTERP[cfg.interpolation]
-    out = np.empty((len(images), cfg.size, cfg.size, cfg.channels), dtype=np.float32)
-    for i, im in enumerate(images):
-        im = im.convert("L" if cfg.channels == 1 else "RGB")
-        w, h = im.size
-        scale = resize_to / min(w, h)
-        nw, nh = max(cfg.size, round(w * scale)), max(cfg.size, round(h * scale))
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), interp)
-        left, top = (nw - cfg.size) // 2, (nh - cfg.size) // 2
-        im = im.crop((left, top, left + cfg.size, top + cfg.size))
-        arr = np.asarray(im, dtype=np.float32)
-        out[i] = arr[..., None] if arr.ndim == 2 else arr
-    out *= 1.0 / 255.0
-    out -= np.asarray(cfg.mean, dtype=np.float32)
-    out /= np.asarray(cfg.std, dtype=np.float32)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    out = torch.empty((len(images), cfg.channels, cfg.size, cfg.size), dtype=torch.float32)
+    buf = np.empty((min(chunk, len(images)), cfg.size, cfg.size, cfg.channels), dtype=np.float32)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        for i, im in enumerate(part):
+            im = im.convert("L" if cfg.channels == 1 else "RGB")
+            w, h = im.size
+            scale = resize_to / min(w, h)
+            nw, nh = max(cfg.size, round(w * scale)), max(cfg.size, round(h * scale))
+            if (nw, nh) != (w, h):
+                im = im.resize((nw, nh), interp)
+            left, top = (nw - cfg.size) // 2, (nh - cfg.size) // 2
+            im = im.crop((left, top, left + cfg.size, top + cfg.size))
+            arr = np.asarray(im, dtype=np.float32)
+            buf[i] = arr[..., None] if arr.ndim == 2 else arr
+        b = buf[: len(part)]
+        b *= 1.0 / 255.0
+        b -= mean
+        b /= std
+        out[start : start + len(part)] = torch.from_numpy(b).permute(0, 3, 1, 2)
+    return out
 
 
 class Expert:
@@ -84,7 +94,7 @@ class Expert:
     @property
     def backbone_key(self) -> str | None:
         """The shared computation this expert's head reads (None: a standalone model)."""
-        return backbone_key(self.card) if isinstance(self.module, SplitModule) else None
+        return backbone_key(self.card.backbone, self.card.input) if isinstance(self.module, SplitModule) else None
 
     @torch.inference_mode()
     def _batched(self, fn, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -106,26 +116,28 @@ class Expert:
         """The head on precomputed backbone features (N, D) -> logits (N, num_classes)."""
         return self._checked(self.module.head(feats.to(self.device)).float().cpu())
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        batch_size: int = 64,
-        keys: list[str] | None = None,
-        features: FeatureCache | None = None,
-    ) -> torch.Tensor:
-        """Logits for already preprocessed input (N, C, S, S), batched; float32 on the CPU.
-
-        With a feature cache and one key per row, a backbone head reads the shared backbone's
-        features from the cache and computes only the rows nobody has computed yet."""
-        if features is not None and keys is not None and self.backbone_key is not None:
-            if len(keys) != len(x):
-                raise ValueError(f"{len(keys)} keys for {len(x)} images")
-            feats = features.get(self.backbone_key, keys, lambda rows: self.features(x[rows], batch_size))
-            return self.head_logits(feats)
+    def forward(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Logits for already preprocessed input (N, C, S, S), batched; float32 on the CPU."""
         outs = self._batched(self.module, x, batch_size)
         if not outs:
             return torch.empty(0, self.num_classes)
         return self._checked(torch.cat(outs))
+
+    def cached_logits(
+        self, keys: list[str], inputs: Callable[[], torch.Tensor], features: FeatureCache, batch_size: int = 64
+    ) -> torch.Tensor:
+        """Logits for the images named `keys`; `inputs()` gives them preprocessed, in `keys` order.
+
+        A head on a shared backbone reads the backbone's features from `features` and computes only
+        the rows nobody has computed yet; `inputs()` is called only when there are such rows, so
+        images every head has seen are never preprocessed again. A standalone model runs on `inputs()`."""
+        bkey = self.backbone_key
+        if bkey is None:
+            return self.forward(inputs(), batch_size)
+        x = inputs() if features.missing(bkey, keys) else None
+        if x is not None and len(x) != len(keys):
+            raise ValueError(f"{len(keys)} keys for {len(x)} images")
+        return self.head_logits(features.get(bkey, keys, lambda rows: self.features(x[rows], batch_size)))
 
     def _checked(self, y: torch.Tensor) -> torch.Tensor:
         if y.ndim != 2 or y.shape[1] != self.num_classes:
@@ -148,7 +160,12 @@ def load_expert(model_dir: Path, device: str = "auto", amp: bool = True, check_h
     weights = verify_weights(card, model_dir) if check_hash else model_dir / card.weights
     module = build_module(card, weights)
     expert = Expert(card, module, device, amp)
-    # one dummy forward proves the head size (covers TorchScript, whose state dict we cannot see)
-    probe = torch.zeros(1, card.input.channels, card.input.size, card.input.size)
-    expert.forward(probe)
+    # one dummy forward proves the head size (covers TorchScript, whose state dict we cannot see);
+    # a backbone head needs only its head run on one zero feature row, not a whole backbone pass
+    head = module.head.modules() if isinstance(module, SplitModule) else ()
+    first = next((m for m in head if isinstance(m, torch.nn.Linear)), None)
+    if first is not None:
+        expert.head_logits(torch.zeros(1, first.in_features))
+    else:
+        expert.forward(torch.zeros(1, card.input.channels, card.input.size, card.input.size))
     return expert

@@ -154,12 +154,8 @@ def training_features(
     spec: HeadSpec, rows: pd.DataFrame, cache: FeatureCache, batch_size: int = 128
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Backbone features of the training rows (and their augmented views): (features, row of each)."""
-    card_like = ExpertCard(
-        name="features", source="backbone_head", architecture=spec.arch, weights="w", weights_sha256="",
-        input=spec.input_config(), head=(HeadClass("x", "n00000001"),), backbone=spec.backbone,
-    )  # fmt: skip
-    bkey = backbone_key(card_like)
     cfg = spec.input_config()
+    bkey = backbone_key(spec.backbone, cfg)
     backbone = load_backbone(spec.backbone)
     uris = list(rows["uri"])
     keys = [(u, v) for v in range(spec.augment + 1) for u in uris]  # view 0 is the image itself

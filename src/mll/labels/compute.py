@@ -192,13 +192,17 @@ def compute_label(
     # specific head class above it (a T-shirt image is "T-shirt", not "shirt", when both are heads)
     target = np.full(n, -1)
     head_depth = [sdag.depth(h) if h in sdag else -1 for h in head]
+    head_pos: dict[str, list[int]] = {}
+    for ci, h in enumerate(head):
+        head_pos.setdefault(h, []).append(ci)
+    target_of: dict[str, int] = {}  # per distinct synset: the probe set repeats few of them many times
     for i, s in enumerate(probe_synsets):
-        hits = [ci for ci, h in enumerate(head) if s == h or (s in sdag and h in anc_cache.get(s, set()))]
-        if hits:
-            deepest = max(head_depth[ci] for ci in hits)
+        if s not in target_of:
+            hits = [ci for a in anc_cache[s] | {s} for ci in head_pos.get(a, ())]
+            deepest = max((head_depth[ci] for ci in hits), default=None)
             best = [ci for ci in hits if head_depth[ci] == deepest]
-            if len(best) == 1:
-                target[i] = best[0]
+            target_of[s] = best[0] if len(best) == 1 else -1
+        target[i] = target_of[s]
     in_dom = target >= 0
     temperature = fit_temperature(logits[torch.from_numpy(in_dom)], torch.from_numpy(target[in_dom]).long())
 
@@ -360,8 +364,7 @@ def label_model(
             x = probe.tensor(card)[0] if probe.features.missing(expert.backbone_key, keys) else None
             _sync(expert)
             t1 = time.perf_counter()
-            feats = probe.features.get(expert.backbone_key, keys, lambda rows: expert.features(x[rows], batch))
-            outs.append(expert.head_logits(feats))
+            outs.append(expert.cached_logits(keys, lambda: x, probe.features, batch))
             _sync(expert)
             fwd = time.perf_counter() - t1
             if progress:

@@ -19,6 +19,12 @@ _tracking_lock = threading.Lock()  # MLflow's fluent API keeps one active run pe
 
 
 @functools.lru_cache(maxsize=4)
+def load_sdag(sdag_path: str) -> SDAG:
+    """The SDAG at `sdag_path`, read once per process (labeling and the label checks share it)."""
+    return SDAG.load(Path(sdag_path))
+
+
+@functools.lru_cache(maxsize=4)
 def label_context(probe_path: str, sdag_path: str):
     """The probe set (decoded once, with its shared backbones' features) and the SDAG, per process."""
     from mll.data.splits import read_manifest
@@ -29,7 +35,7 @@ def label_context(probe_path: str, sdag_path: str):
     probe = ProbeSet(read_manifest(Path(probe_path)))
     # the shared backbones' probe features persist: a new head on a known backbone runs only its head
     probe.features = FeatureCache(cache_dir() / "features" / f"probe-{probe.hash[:16]}")
-    return probe, SDAG.load(Path(sdag_path))
+    return probe, load_sdag(str(sdag_path))
 
 
 def labeling_order(hub_root: Path, names: list[str]) -> list[str]:
@@ -169,7 +175,7 @@ def validate_labels(results: list, labels_root: Path, sdag_path: Path, log=print
 
     labeled = [r.model for r in results if r.status == "labeled"]
     tables = {m: pd.read_parquet(Path(labels_root) / m / NODES) for m in labeled}
-    sdag = SDAG.load(Path(sdag_path))
+    sdag = load_sdag(str(sdag_path))
     bad = check_label_tables(tables, sdag.__contains__)
     for m, why in bad.items():
         shutil.rmtree(Path(labels_root) / m, ignore_errors=True)

@@ -104,7 +104,7 @@ def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0
 
     Returns the gate fitted on all probe images and its cross-validated AUROC.
     """
-    from sklearn.linear_model import LogisticRegression
+    from mll.solve.logreg import LogReg
 
     if in_domain.all() or not in_domain.any():
         d = feats.shape[1]
@@ -124,11 +124,11 @@ def fit_gate(feats: np.ndarray, in_domain: np.ndarray, folds: int, seed: int = 0
         if in_domain[tr].all() or not in_domain[tr].any():
             cv[~tr] = 0.5
             continue
-        clf = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced").fit(z[tr], in_domain[tr])
+        clf = LogReg(C=1.0, max_iter=500).fit(z[tr], in_domain[tr])
         cv[~tr] = clf.decision_function(z[~tr])
     # balanced: a narrow expert's domain is a small share of the probe set, and g = 0.5 should mean
     # "as likely mine as not", not "rarer than the base rate"
-    clf = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced").fit(z, in_domain)
+    clf = LogReg(C=1.0, max_iter=500).fit(z, in_domain)
     gate = {
         "coef": clf.coef_[0].tolist(),
         "intercept": float(clf.intercept_[0]),

@@ -65,7 +65,7 @@ def domain_weights(
     seed: int = 0,
 ) -> DomainWeights:
     """Importance weights for the node images from the candidates' outputs on node and target images."""
-    from sklearn.linear_model import LogisticRegression
+    from mll.solve.logreg import LogReg
 
     models = sorted(set(node_logp) & set(target_logp))
     n_node = len(next(iter(node_logp.values()))) if node_logp else 0
@@ -79,7 +79,7 @@ def domain_weights(
     p = np.empty(len(d))
     for f in range(folds):  # cross-fitted: an image's odds never come from a classifier that saw it
         tr = fold != f
-        clf = LogisticRegression(C=C, max_iter=1000, class_weight="balanced").fit(X[tr], d[tr])
+        clf = LogReg(C=C, max_iter=1000).fit(X[tr], d[tr])
         p[~tr] = clf.predict_proba(X[~tr])[:, 1]
     auc = auroc(p[d == 1], p[d == 0])
     null_sd = np.sqrt((n_node + n_tgt + 1) / (12.0 * n_node * n_tgt))

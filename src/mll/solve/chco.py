@@ -43,8 +43,10 @@ import numpy as np
 from mll.data.sdag import SDAG
 from mll.labels.index import LabelIndex
 from mll.labels.scores import auroc, auroc_rows
+from mll.solve.heuristic import solve_heuristic
 from mll.solve.nodedata import ScoreBank, head_columns, task_node_data
-from mll.solve.solvers import Problem, solve_exact, solve_heuristic
+from mll.solve.problem import Problem
+from mll.solve.solvers import solve_exact
 
 if TYPE_CHECKING:  # rerank fits combiners (mll.solve.reuse), which import this module
     from mll.solve.rerank import Rerank

@@ -13,7 +13,7 @@ where the combiner (hybrid / stacking / statistics, exactly what prediction fits
 folds of the node images (stratified by class, seeded) and scored on the held-out fold, every node
 image once, weighted by the adaptation's node weights when given, and cost(sel) is what the proxy
 charges: the cost of the cost units the selection's models need (a shared backbone once; λ per
-standalone model, `mll.solve.solvers.Problem`). The best candidate wins if it
+standalone model, `mll.solve.problem.Problem`). The best candidate wins if it
 beats the proxy optimum by `min_z` standard errors of the paired difference; otherwise (ties
 included) the proxy optimum stays, so re-ranking changes a selection only on evidence.
 """
@@ -29,8 +29,8 @@ from mll.config import SolveParams
 from mll.data.sdag import SDAG
 from mll.solve.chco import ClassChoice, Selection
 from mll.solve.nodedata import ScoreBank
+from mll.solve.problem import Problem
 from mll.solve.reuse import fit_combiner, predict_node
-from mll.solve.solvers import Problem
 
 # the other model costs whose proxy optima are candidates, as multiples of every unit's cost (see `candidates`)
 COST_FACTORS = (0.0, 2.0, 0.5, 4.0)

@@ -120,10 +120,10 @@ def get_combiner(key: str) -> CombinerKind:
 
 def _fit_stacker(comb: Combiner, logp: dict, gates: dict, cols: dict, y, weights, C: float, seed: int) -> None:
     """The logistic regression over the features, on the node images of the stacked classes."""
-    from sklearn.linear_model import LogisticRegression
+    from mll.solve.logreg import LogReg
 
     m = np.isin(y, comb.stacked)
-    comb.clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
+    comb.clf = LogReg(C=C, max_iter=2000)
     comb.clf.fit(
         comb.features({k: v[m] for k, v in logp.items()}, {k: v[m] for k, v in gates.items()}, cols),
         y[m],
@@ -300,20 +300,17 @@ def run_models(
         if todo:
             expert = load()
             key = expert.card.input
-            bkey = expert.backbone_key if cache is not None else None
-            if bkey is not None:  # a head on a shared backbone: its features are computed once per image
-                sub = [keys[i] for i in todo]
-                need = cache.features.missing(bkey, sub)
-                if need and key not in tensors:
-                    tensors = {key: preprocess(list(images), key)}
-                x = tensors[key][todo] if need else None
-                logits = expert.head_logits(
-                    cache.features.get(bkey, sub, lambda rows, e=expert, x=x: e.features(x[rows], batch_size))
-                )
-            else:
+
+            def inputs(key=key, todo=todo) -> torch.Tensor:
+                nonlocal tensors
                 if key not in tensors:
                     tensors = {key: preprocess(list(images), key)}  # keep one variant alive at a time
-                logits = expert.forward(tensors[key][todo] if cache is not None else tensors[key], batch_size)
+                return tensors[key][todo] if cache is not None else tensors[key]
+
+            if cache is not None:  # a head on a shared backbone computes its features once per image
+                logits = expert.cached_logits([keys[i] for i in todo], inputs, cache.features, batch_size)
+            else:
+                logits = expert.forward(inputs(), batch_size)
             lp = storage_of(summaries.get(name), expert.num_classes).live(logits)
             lse = torch.logsumexp(logits.float(), 1).numpy()
             if cache is not None:
