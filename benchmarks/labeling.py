@@ -6,7 +6,8 @@ Heads on a shared backbone read its features from one in-memory cache that start
 first head on a backbone pays the backbone's forward pass and the others pay their head only, as in
 the label stage on a fresh machine. Overhead = labeling wall time / pure forward time (target
 <= 1.10); it is reported with and without model loading (a one-off per model that a long-lived
-worker pays once); library imports are paid before the clock. Per backbone (and input size) the throughput is images per second of forward time.
+worker pays once); library imports are paid before the clock. Per backbone (and input size) the
+throughput is images per second of forward time.
 """
 
 from __future__ import annotations

@@ -96,7 +96,9 @@ def evaluate_flow(
     subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed)
     rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]
     doc = bm.cells_document(st, cells, rows, seconds=time.perf_counter() - t0)
+    n = bm.write_predictions(doc, st["tasks"], Path(out).with_name("predictions.parquet"))
     bm.write_json(doc, Path(out))
+    get_run_logger().info(f"{n} per-image predictions -> {Path(out).with_name('predictions.parquet')}")
     get_run_logger().info(f"{len(cells)} cells and {len(subs)} sub-hubs in {doc['seconds']:.0f} s -> {out}")
     return doc
 

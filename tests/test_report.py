@@ -144,6 +144,11 @@ def make_cells() -> dict:
     return {"hub": HUB, "tasks": TASKS, "cells": cells, "growth": _growth()}
 
 
+def _main_header(md: str) -> str:
+    """The per-task table's header line (the report opens with the family table)."""
+    return next(line for line in md.splitlines() if line.startswith("| task |"))
+
+
 @pytest.fixture(scope="module")
 def cells() -> dict:
     return make_cells()
@@ -164,7 +169,7 @@ def test_unknown_method_goes_last_labelled_by_key(cells):
     c["cells"].insert(0, _cell("digits-5", "my-new", 0.5))
     s = summarize(c)
     assert s["methods"][-1] == "my-new"
-    assert "| my-new |" in markdown(c, s).splitlines()[4]
+    assert "| my-new |" in _main_header(markdown(c, s))
 
 
 def test_registry_flags_drive_columns_bolding_and_legend(cells):
@@ -183,7 +188,7 @@ def test_registry_flags_drive_columns_bolding_and_legend(cells):
         s = summarize(c)
         md = markdown(c, s)
         assert s["methods"][-1] == "peek" and "peek" not in s["zero_shot_baselines_beaten"]
-        assert md.splitlines()[4].endswith("| CLIP zero-shot | test-label peek |")
+        assert _main_header(md).endswith("| CLIP zero-shot | test-label peek |")
         fashion = _table_row(md, "fashion-10")
         assert fashion[-1] == "0.990 ± 0.000" and fashion[3] == "**0.820**"  # MLL stays the row's best
         assert "random selection and test-label peek are the mean ± std over their seeds" in md
@@ -409,7 +414,7 @@ def test_cli_main(cells, tmp_path, capsys):
     assert (out / "benchmark.json").is_file() and (out / "benchmark.md").is_file()
     assert len(list((out / "plots").glob("*.png"))) == 3
     text = readme.read_text()
-    assert text.startswith("top\n<!-- benchmark:start -->\n| task |") and text.endswith(
+    assert text.startswith("top\n<!-- benchmark:start -->\n") and "\n| task |" in text and text.endswith(
         "<!-- benchmark:end -->\nbottom\n"
     )
     line = capsys.readouterr().out.strip()
@@ -462,3 +467,62 @@ def test_user_name_tasks_are_compared_with_their_base_task(cells, summary):
     assert "### digits-5@words" not in md  # per-class support: base tasks only
     assert not any(label.startswith("digits-5@") for label in answer_matrix(doc)[0])
     assert "## User-typed names" not in markdown(cells, summary)  # no user-name task, no section
+
+
+# --- the protocol: families, splits, paired tests, the committed schema ---------------------------------
+def _protocol_cells() -> dict:
+    """Two dev in-domain tasks, one test task, one user-name task; per-image hits chosen so that MLL
+    beats `uniform` clearly on one task (36 vs 0 discordant images) and ties `top1` everywhere."""
+
+    def hits(n_right: int, n: int) -> str:
+        return "1" * n_right + "0" * (n - n_right)
+
+    tasks = {
+        "a": {"classes": ["x", "y"], "n_images": 100, "family": "in_domain", "split": "dev"},
+        "b": {"classes": ["x", "y"], "n_images": 50, "family": "in_domain", "split": "dev"},
+        "c": {"classes": ["x", "y"], "n_images": 60, "family": "cross_style", "split": "test"},
+        "a@kids": {"classes": ["p", "q"], "n_images": 100, "base": "a", "naming": "kids"},
+    }
+    right = {  # task -> method -> images right (the first ones)
+        "a": {"mll": 90, "uniform": 54, "top1": 89},
+        "b": {"mll": 40, "uniform": 39, "top1": 40},
+        "c": {"mll": 30, "uniform": 30, "top1": 31},
+        "a@kids": {"mll": 70, "uniform": 71, "top1": 70},
+    }
+    cells = [
+        {"task": t, "method": m, "seed": None, "status": "ok", "accuracy": k / tasks[t]["n_images"],
+         "hits": hits(k, tasks[t]["n_images"])}
+        for t, by in right.items() for m, k in by.items()
+    ]  # fmt: skip
+    return {"tasks": tasks, "cells": cells, "growth": []}
+
+
+def test_families_splits_and_paired_tests():
+    s = summarize(_protocol_cells())
+    assert s["split"] == {"a": "dev", "b": "dev", "c": "test", "a@kids": "dev"}
+    dev = s["families"]["dev"]
+    assert set(dev) == {"in_domain", "user_names"} and set(s["families"]["test"]) == {"cross_style"}
+    e = dev["in_domain"]["mll"]
+    assert e["mean"] == pytest.approx((0.9 + 0.8) / 2) and e["n_tasks"] == 2 and e["n_images"] == 150
+    assert e["ci_low"] < e["mean"] < e["ci_high"]
+    p = s["paired"]["dev"]["in_domain"]
+    assert (p["uniform"]["wins"], p["uniform"]["ties"], p["uniform"]["losses"]) == (1, 1, 0)
+    assert p["uniform"]["tasks"]["a"]["mll_only"] == 36 and p["uniform"]["tasks"]["a"]["p_holm"] < 0.05
+    assert p["top1"]["wins"] == p["top1"]["losses"] == 0 and p["top1"]["mll_only"] == 1
+    # Holm: the adjusted p is never below the raw one
+    assert all(r["p_holm"] >= r["p"] for m in p.values() for r in m["tasks"].values())
+
+
+def test_report_matches_the_committed_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[1] / "reports" / "benchmark.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    v = jsonschema.Draft202012Validator(schema)
+    for doc in (summarize(_protocol_cells()), summarize(make_cells())):
+        assert not [e.message for e in v.iter_errors(json.loads(json.dumps(doc)))]
+    bad = summarize(_protocol_cells())
+    bad["families"]["dev"]["in_domain"]["mll"]["ci_low"] = 1.5
+    bad["split"]["a"] = "train"
+    assert len(list(v.iter_errors(json.loads(json.dumps(bad))))) == 2
+    committed = Path(__file__).parents[1] / "reports" / "benchmark.json"  # what `make demo` wrote
+    assert not [e.message for e in v.iter_errors(json.loads(committed.read_text()))]

@@ -33,3 +33,31 @@ def test_wilson_interval_covers_and_stays_in_range():
     ks = rng.binomial(60, 0.9, size=2000)
     cover = np.mean([lo <= 0.9 <= hi for lo, hi in (wilson(int(k), 60) for k in ks)])
     assert 0.92 < cover < 0.985
+
+
+def test_bootstrap_intervals_cover_the_truth_and_narrow_with_more_data():
+    rng = np.random.default_rng(1)
+    from mll.bench.stats import bootstrap_ci, family_bootstrap
+
+    covered = 0
+    for rep in range(200):  # 95% percentile bootstrap: coverage near nominal for n = 200, p = 0.8
+        h = rng.random(200) < 0.8
+        lo, hi = bootstrap_ci(h, n_boot=500, seed=rep)
+        covered += lo <= 0.8 <= hi
+    assert 0.9 < covered / 200 <= 1.0
+    small, large = bootstrap_ci(np.r_[np.ones(40), np.zeros(10)]), bootstrap_ci(np.r_[np.ones(400), np.zeros(100)])
+    assert large[1] - large[0] < small[1] - small[0]
+    # a family of tasks: the mean of task means, wider than any task's own interval when tasks differ
+    tasks = [np.r_[np.ones(90), np.zeros(10)], np.r_[np.ones(50), np.zeros(50)], np.r_[np.ones(70), np.zeros(30)]]
+    mean, lo, hi = family_bootstrap(tasks, seed=0)
+    assert mean == pytest.approx(0.7) and lo < 0.7 < hi
+    assert hi - lo > bootstrap_ci(tasks[1])[1] - bootstrap_ci(tasks[1])[0]
+    assert family_bootstrap(tasks, seed=3) == family_bootstrap(tasks, seed=3)  # seeded: reproducible
+
+
+def test_holm_adjustment_by_hand():
+    from mll.bench.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1, then made monotone
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == [0.5] and holm([]) == [] and holm([0.6, 0.7]) == [1.0, 1.0]

@@ -188,7 +188,7 @@ class BenchmarkParams:
     growth_sizes: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
     growth_seeds: int = 5
     growth_methods: tuple[str, ...] = ("mll", "uniform", "top1")  # keys of mll.bench.methods
-    methods: tuple[str, ...] = ("mll", "single", "uniform", "random", "top1", "ungated", "static", "oracle", "clip")
+    methods: tuple[str, ...] = ("mll", "mll_transductive", "single", "uniform", "random", "top1", "oracle", "clip")
     track: bool = True  # one MLflow run per (task, method) in experiment `benchmark`
     workers: int = 1  # cells run at once (threads); 1 on 2 cores, where torch already uses both
     oracles: dict[str, TrainOverrides] = field(default_factory=dict)  # dataset -> overrides of experts.defaults

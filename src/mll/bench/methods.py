@@ -46,7 +46,8 @@ class CellRun:
 
     @property
     def static(self) -> SolveParams:
-        """The solve settings without adaptation: the baselines choose heads from the labels alone."""
+        """The solve settings without adaptation (inductive): MLL's headline, its ablations and the
+        baselines use the labels and node data alone, never the task's images before predicting."""
         return replace(self.ctx.cfg, adapt=False)
 
     def plan(
@@ -81,6 +82,7 @@ class CellRun:
         self.cell.update(
             accuracy=round(rep["accuracy"], 4),
             hits=rep["hits"],
+            predictions=rep["predictions"],
             models=rep["models"],
             answered_by=rep["selection"],
             per_class={k: v["accuracy"] for k, v in rep["per_class"].items()},
@@ -101,6 +103,7 @@ class CellRun:
         self.cell.update(
             accuracy=round(float((pred == task.y).mean()), 4),
             hits=hit_string(pred == task.y),
+            predictions=pred.tolist(),
             models=[model],
             answered_by={c: [model] for c in task.classes},
             detail=detail,
@@ -248,11 +251,21 @@ def methods_table() -> str:
 @register_method(
     "mll",
     label="MLL",
-    heads="CHCO, node data weighted towards the task's images",
+    heads="CHCO on the node data (inductive: the task's images are not used before predicting)",
     combination="gated stacking; statistics for a class with too few node images",
 )
 def _mll(run: CellRun) -> None:
-    run.fill(run.solve())
+    run.fill(run.solve(cfg=run.static))
+
+
+@register_method(
+    "mll_transductive",
+    label="MLL, transductive",
+    heads="CHCO on node data weighted towards the task's (unlabelled) images",
+    combination="as MLL",
+)
+def _mll_transductive(run: CellRun) -> None:
+    run.fill(run.solve(cfg=replace(run.ctx.cfg, adapt=True)))
 
 
 def best_single(run: CellRun) -> tuple[dict | None, str, int]:
@@ -330,7 +343,7 @@ def _top1(run: CellRun) -> None:
     combination="plain mean of P_m(t_k|x): no gates and no stacking",
 )
 def _ungated(run: CellRun) -> None:
-    run.fill(run.solve(cfg=replace(run.ctx.cfg, **PLAIN_MEAN)))
+    run.fill(run.solve(cfg=replace(run.static, **PLAIN_MEAN)))
 
 
 @register_method(
@@ -340,17 +353,17 @@ def _ungated(run: CellRun) -> None:
     combination="as MLL without the gates (no gate features, ungated statistics for thin classes)",
 )
 def _stack_ungated(run: CellRun) -> None:
-    run.fill(run.solve(cfg=replace(run.ctx.cfg, use_gates=False)))
+    run.fill(run.solve(cfg=replace(run.static, use_gates=False)))
 
 
 @register_method(
     "stack_all",
     label="MLL w/o CHCO",
-    heads="every covering head (no CHCO selection), node data adapted as MLL's",
+    heads="every covering head (no CHCO selection)",
     combination="as MLL",
 )
 def _stack_all(run: CellRun) -> None:
-    run.fill(run.solve(fixed=lambda cov: cov))
+    run.fill(run.solve(cfg=run.static, fixed=lambda cov: cov))
 
 
 @register_method(
@@ -360,7 +373,7 @@ def _stack_all(run: CellRun) -> None:
     combination="as MLL",
 )
 def _one_head(run: CellRun) -> None:
-    run.fill(run.solve(cfg=replace(run.ctx.cfg, max_heads=1, cost_per_model=0.0)))
+    run.fill(run.solve(cfg=replace(run.static, max_heads=1, cost_per_model=0.0)))
 
 
 @register_method(
@@ -370,17 +383,7 @@ def _one_head(run: CellRun) -> None:
     combination="as MLL",
 )
 def _mll_proxy(run: CellRun) -> None:
-    run.fill(run.solve(cfg=replace(run.ctx.cfg, rerank=0)))
-
-
-@register_method(
-    "static",
-    label="MLL w/o adaptation",
-    heads="CHCO on unweighted node data (no adaptation to the task's images)",
-    combination="as MLL",
-)
-def _static(run: CellRun) -> None:
-    run.fill(run.solve(cfg=run.static))
+    run.fill(run.solve(cfg=replace(run.static, rerank=0)))
 
 
 @register_method(

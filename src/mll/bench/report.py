@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from mll.bench.families import families_table
 from mll.bench.methods import find_method, get_method, list_methods, method_label, order_methods
 from mll.bench.plots import plots
 from mll.bench.summary import GROWTH_TOLERANCE, cell_value, checked_cells, summarize, user_tasks
@@ -277,6 +278,12 @@ def markdown(cells: dict, summary: dict) -> str:
     parts = [
         "# Benchmark: MLL against baselines",
         "",
+        "## Task families",
+        "",
+        families_table(summary, method_label),
+        "",
+        "## Per task",
+        "",
         _legend(),
         "",
         main_table(cells, summary),
@@ -312,6 +319,8 @@ def readme_block(summary: dict, cells: dict) -> str:
     """The compact README block: main table with mean row, the MLL/oracle line, and where it comes from."""
     return "\n".join(
         [
+            families_table(summary, method_label),
+            "",
             main_table(cells, summary),
             "",
             oracle_line(summary),

@@ -215,6 +215,44 @@ def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: 
     }
 
 
+def write_predictions(doc: dict, tasks: dict[str, BenchTask], path: Path) -> int:
+    """Move every cell's per-image predictions out of the cells document into one parquet table
+    (task, family, split, method, seed, image, label, prediction, hit); returns its row count."""
+    import pandas as pd
+
+    frames = []
+    for c in doc["cells"]:
+        pred = c.pop("predictions", None)
+        t = tasks.get(c["task"])
+        if pred is None or t is None or len(pred) != len(t.uris):
+            continue
+        pred = np.asarray(pred, dtype=np.int64)
+        names = np.asarray([*t.classes, ""], dtype=object)  # -1 (no head answered) -> ""
+        frames.append(
+            pd.DataFrame(
+                {
+                    "task": c["task"],
+                    "family": t.family,
+                    "split": t.split,
+                    "method": c["method"],
+                    "seed": pd.array([c["seed"]] * len(pred), dtype="Int64"),
+                    "image": t.uris,
+                    "label": t.y.astype(np.int64),
+                    "label_name": names[t.y],
+                    "prediction": pred,
+                    "prediction_name": names[pred],
+                    "hit": pred == t.y,
+                }
+            )
+        )
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return len(table)
+
+
 def write_json(doc: dict, path: Path) -> None:
     """Write `doc` through a temporary file, so a reader never sees half a document."""
     import json

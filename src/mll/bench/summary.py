@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from mll.bench.families import protocol_blocks
 from mll.bench.methods import find_method, order_methods
 
 # A growth curve may dip this much between consecutive sizes and still count as non-decreasing
 # (sub-hub sampling noise at the third decimal is not a trend).
 GROWTH_TOLERANCE = 0.005
+SCHEMA_VERSION = 1  # reports/benchmark.schema.json; bump when a key changes meaning or goes away
 DIGITS = 4
 
 
@@ -243,6 +245,7 @@ def summarize(cells: dict) -> dict:
     beaten, losses = _baselines(per_task, methods)
     growth, monotone = _growth_block(cells)
     return {
+        "schema_version": SCHEMA_VERSION,
         "methods": methods,
         "tasks": {t: row for t, row in _tasks_block(cells, methods).items() if t not in users},
         "mean": mean,
@@ -254,4 +257,5 @@ def summarize(cells: dict) -> dict:
         "growth": growth,
         "growth_non_decreasing": monotone,
         "user_names": _user_names_block(cells, methods, everything),
+        **protocol_blocks(cells, methods),
     }

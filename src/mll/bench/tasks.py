@@ -27,6 +27,11 @@ from mll.data.sdag import SDAG
 
 _SYNSET_NAME = re.compile(r"^[a-z0-9_\-'.]+\.n\.\d\d$")
 
+# The task families of the evaluation protocol (docs/method.md section 9): a task's `family:` in
+# params.yaml (default in_domain); user-name tasks are their own family.
+FAMILIES = ("in_domain", "leave_one_domain_out", "cross_style", "no_expert_classes", "user_names")
+SPLITS = ("dev", "test")  # dev: every tuning decision; test: the frozen final evaluation only
+
 
 @dataclass
 class BenchTask:
@@ -43,6 +48,8 @@ class BenchTask:
     dropped: int = 0  # images that matched two classes (ambiguous), left out
     base: str | None = None  # a user-name task: the task whose images and labels it reuses
     naming: str | None = None  # ... and the name of its naming in the user-names file
+    family: str = "in_domain"  # its task family (FAMILIES)
+    split: str = "dev"  # dev | test (SPLITS)
     _images: list[Image.Image] | None = field(default=None, repr=False)
     _same_images: BenchTask | None = field(default=None, repr=False)  # decode once for a base and its namings
 
@@ -60,6 +67,8 @@ class BenchTask:
             "n_images": len(self.uris),
             "datasets": self.datasets,
             "oracle": self.oracle,
+            "family": self.family,
+            "split": self.split,
             "dropped_ambiguous": self.dropped,
             "members": {c: [f"{d}:{m}" for d, m in ms] for c, ms in self.members.items()},
             **({"base": self.base, "naming": self.naming} if self.base else {}),
@@ -105,6 +114,15 @@ def build_task(
     """Resolve a task entry against the target_test manifest (deterministic per-class sample)."""
     from mll.data.wordnet import resolve_synset, wnid
 
+    family = entry.get("family", "in_domain") if isinstance(entry, dict) else "in_domain"
+    split = entry.get("split", "dev") if isinstance(entry, dict) else "dev"
+    if family not in FAMILIES or family == "user_names":
+        raise ValueError(
+            f"benchmark task {name}: family {family!r} is not one of {', '.join(FAMILIES[:-1])} "
+            "(user_names tasks come from benchmark.user_names)"
+        )
+    if split not in SPLITS:
+        raise ValueError(f"benchmark task {name}: split {split!r} is not one of {', '.join(SPLITS)}")
     members = _members(name, entry, test)
     hit = np.zeros((len(test), len(members)), dtype=bool)
     ds_col, cls_col, syn_col = test["dataset"].to_numpy(), test["class_name"].to_numpy(), test["synset"].to_numpy()
@@ -140,7 +158,10 @@ def build_task(
     datasets = sorted({d for ms in members.values() for d, _ in ms})
     named = all(not _SYNSET_NAME.match(m) for ms in members.values() for _, m in ms)
     oracle = datasets[0] if len(datasets) == 1 and named and datasets[0] in oracle_datasets else None
-    return BenchTask(name, list(members), uris, np.asarray(y), support, datasets, members, oracle, dropped)
+    return BenchTask(
+        name, list(members), uris, np.asarray(y), support, datasets, members, oracle, dropped,
+        family=family, split=split,
+    )  # fmt: skip
 
 
 def build_tasks(
@@ -210,6 +231,7 @@ def user_name_tasks(user_names: dict[str, dict[str, dict[str, str]]], base: dict
                     oracle=None,  # the oracle's answer does not depend on names: its base task has it
                     base=task,
                     naming=naming,
+                    family="user_names",
                     _images=None,
                     _same_images=b,
                 )

@@ -371,6 +371,7 @@ def evaluate(
         "accuracy": float((pred == y).mean()),
         "n_images": len(y),
         "hits": hit_string(pred == y),
+        "predictions": pred.tolist(),  # class index per image, -1 where no head answered
         "per_class": per_class,
         "selection": p.selection.by_class(),
         "uncovered": p.selection.uncovered,
