@@ -414,8 +414,10 @@ def test_cli_main(cells, tmp_path, capsys):
     assert (out / "benchmark.json").is_file() and (out / "benchmark.md").is_file()
     assert len(list((out / "plots").glob("*.png"))) == 3
     text = readme.read_text()
-    assert text.startswith("top\n<!-- benchmark:start -->\n") and "\n| task |" in text and text.endswith(
-        "<!-- benchmark:end -->\nbottom\n"
+    assert (
+        text.startswith("top\n<!-- benchmark:start -->\n")
+        and "\n| task |" in text
+        and text.endswith("<!-- benchmark:end -->\nbottom\n")
     )
     line = capsys.readouterr().out.strip()
     assert len(line.splitlines()) == 1
