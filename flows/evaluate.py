@@ -42,7 +42,8 @@ def _state(paths: dict) -> dict:
 def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
     st = _state(paths)
     t = st["tasks"][task_name]
-    c = bm.run_cell(st["ctx"], t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]))
+    ctx = bm.task_context(st, t, log=get_run_logger().info)
+    c = bm.run_cell(ctx, t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]))
     with _LOCK:
         bm.log_cell(c, t, enabled=st["params"].track)
     acc = f"{c['accuracy']:.4f}" if c["status"] == "ok" else f"{c['status']}: {c['reason']}"
@@ -75,10 +76,12 @@ def evaluate_flow(
     oracles: str = "oracles",
     out: str = "reports/benchmark/cells.json",
     cache_dir: str = ".cache/outputs",
+    probe: str = "data/splits/probe.parquet",
 ) -> dict:
     """Run the benchmark grid and the growth curve; write the cells document to `out`.
 
-    `cache_dir` keeps every model's outputs per image across runs (keyed by weights hash)."""
+    `cache_dir` keeps every model's outputs per image across runs (keyed by weights hash); the
+    labels of a task's fold (`mll.bench.folds`) are made on `probe`, next to it."""
     t0 = time.perf_counter()
     paths = {
         "params_file": params_file,
@@ -88,6 +91,7 @@ def evaluate_flow(
         "manifest": manifest,
         "oracles": oracles,
         "cache_dir": cache_dir,
+        "probe": probe,
     }
     st = _state(paths)
     bp = st["params"]

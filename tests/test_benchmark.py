@@ -49,6 +49,9 @@ def world(tiny_world, tiny_labels, tmp_path_factory):
         "  tasks:\n    six: {classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
         " '3': {digits: ['3']}, '4': {digits: ['4']}, '5': {digits: ['5']}}}\n"
         "    ten: {source: digits}\n"
+        "    six-lodo: {family: leave_one_domain_out, fold: {remove_domains: [clothing]},"
+        " classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
+        " '3': {digits: ['3']}, '4': {digits: ['4']}, '5': {digits: ['5']}}}\n"
     )
     ctx = Context.load(tiny_world["sdag"], tiny_world["hub"].root, labels, SolveConfig(device="cpu"))
     ctx.matcher.use_embeddings = False
@@ -63,6 +66,7 @@ def world(tiny_world, tiny_labels, tmp_path_factory):
         "test": test,
         "hub": tiny_world["hub"].root,
         "sdag": tiny_world["sdag"],
+        "probe": tiny_world["probe"],
     }
 
 
@@ -201,13 +205,26 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
         oracles=str(tmp_path / "oracles"),
         out=str(out),
         cache_dir=str(tmp_path / "outputs"),
+        probe=str(world["probe"]),
     )
     saved = json.loads(out.read_text())
-    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten", "six@bad"}
+    assert saved["hub"] == ["high", "low"] and set(saved["tasks"]) == {"six", "ten", "six-lodo", "six@bad"}
     per = {(c["task"], c["method"], c["seed"]) for c in saved["cells"]}
-    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 2 * 9 + 1
+    assert ("six", "random", 1) in per and ("ten", "oracle", None) in per and len(doc["cells"]) == 3 * 9 + 1
+    # the fold task: solved on labels made without the clothing probe images, same images as `six`
+    lodo = {c["method"]: c for c in saved["cells"] if c["task"] == "six-lodo"}
+    assert saved["tasks"]["six-lodo"]["fold"] == {"remove_domains": ["clothing"]} and lodo["mll"]["status"] == "ok"
+    assert {p.name for p in (tmp_path / "folds" / "minus-clothing" / "labels").iterdir() if p.is_dir()} >= {"low"}
+    preds = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert set(preds["task"]) == {"six", "ten", "six-lodo"} and preds["hit"].dtype == bool
+    mll_six = preds[(preds["task"] == "six") & (preds["method"] == "mll")]
+    assert "".join("1" if h else "0" for h in mll_six["hit"]) == next(
+        c["hits"] for c in saved["cells"] if c["task"] == "six" and c["method"] == "mll"
+    )
+    assert "predictions" not in saved["cells"][0]  # moved to the parquet table
     bad = next(c for c in saved["cells"] if c["task"] == "six@bad")
     assert bad["method"] == "mll" and bad["status"] == "failed" and "blorptastic" in bad["reason"]
+    assert {g["task"] for g in saved["growth"]} == {"six", "ten"}  # a fold's hub is a sub-hub already
     assert {(g["size"], g["method"]) for g in saved["growth"]} == {
         (1, "mll"),
         (1, "uniform"),
@@ -222,7 +239,7 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["benchmark"])
-    assert len(runs) == 19 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
+    assert len(runs) == 28 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
     mll = runs[runs["tags.method"] == "mll"].set_index("tags.task")["metrics.accuracy"]
     assert mll["six"] > 0.6 and mll["ten"] < mll["six"]  # four of ten classes covered: far lower
 
@@ -399,7 +416,7 @@ def test_load_state_reads_the_user_names_next_to_params(world, tmp_path):
         "",
         None,
     )
-    assert set(st["tasks"]) == {"six", "ten", "six@bad"} and st["tasks"]["six@bad"].base == "six"
+    assert set(st["tasks"]) == {"six", "ten", "six-lodo", "six@bad"} and st["tasks"]["six@bad"].base == "six"
     params = tmp_path / "params.yaml"
     params.write_text(
         world["params"].read_text().replace("user_name_methods: [mll]", "user_name_methods: [mll, magic]")

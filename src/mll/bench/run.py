@@ -104,8 +104,9 @@ def run_cell(
 
 # --- the growth curve ---------------------------------------------------------------------------------
 def base_tasks(tasks: dict[str, BenchTask]) -> list[BenchTask]:
-    """The tasks that are not user-name variants of another (the growth curve runs over these)."""
-    return [t for t in tasks.values() if not t.base]
+    """The tasks solved over the whole hub that are not user-name variants of another (the growth
+    curve runs over these: a fold task's hub is already a sub-hub)."""
+    return [t for t in tasks.values() if not t.base and t.fold is None]
 
 
 def sub_hubs(models: list[str], sizes: tuple[int, ...], seeds: int, seed: int = 0) -> list[tuple[int, int, list[str]]]:
@@ -184,8 +185,13 @@ def load_state(
     manifest: str,
     oracles: str,
     cache_dir: str | None = ".cache/outputs",
+    probe: str = "data/splits/probe.parquet",
 ) -> dict:
-    """Everything a benchmark cell needs, loaded once: params, solve context, tasks, output cache."""
+    """Everything a benchmark cell needs, loaded once: params, solve context, tasks, output cache
+    (fold contexts are added by `task_context` when a task first needs one)."""
+    import tempfile
+    import threading
+
     from mll.data.splits import read_manifest
 
     bp = load_params(params_file)
@@ -197,7 +203,43 @@ def load_state(
         "ctx": ctx,
         "tasks": {t.name: t for t in tasks},
         "cache": OutputCache(Path(cache_dir) if cache_dir else None),
+        "paths": {
+            "params_file": params_file,
+            "hub": hub,
+            "sdag": sdag,
+            "probe": probe,
+            # fold labels next to the output cache (a throwaway folder without one)
+            "folds": str(Path(cache_dir).with_name("folds")) if cache_dir else tempfile.mkdtemp(prefix="mll-folds-"),
+        },
+        "folds": {},
+        "fold_lock": threading.Lock(),
     }
+
+
+def task_context(state: dict, task: BenchTask, log=print) -> Context:
+    """The context `task` is solved in: the hub's, or its fold's (labeled once per fold and process;
+    see `mll.bench.folds`)."""
+    from mll.bench.folds import fold_context
+    from mll.config import LabelParams
+
+    if task.fold is None:
+        return state["ctx"]
+    with state["fold_lock"]:
+        key = task.fold.key
+        if key not in state["folds"]:
+            paths = state["paths"]
+            lp = load_section("label", paths["params_file"])
+            state["folds"][key] = fold_context(
+                task.fold,
+                state["ctx"],
+                hub_root=Path(paths["hub"]),
+                probe_path=Path(paths["probe"]),
+                sdag_path=Path(paths["sdag"]),
+                out_root=Path(paths["folds"]),
+                params=LabelParams(**{**lp.__dict__, "track": False}),
+                log=log,
+            )
+        return state["folds"][key]
 
 
 def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: float) -> dict:

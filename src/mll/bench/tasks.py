@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mll.bench.folds import Fold
 from mll.config import BenchmarkParams
 from mll.data.images import open_image
 from mll.data.sdag import SDAG
@@ -50,6 +51,7 @@ class BenchTask:
     naming: str | None = None  # ... and the name of its naming in the user-names file
     family: str = "in_domain"  # its task family (FAMILIES)
     split: str = "dev"  # dev | test (SPLITS)
+    fold: Fold | None = None  # domains taken out of the hub and the node data (mll.bench.folds)
     _images: list[Image.Image] | None = field(default=None, repr=False)
     _same_images: BenchTask | None = field(default=None, repr=False)  # decode once for a base and its namings
 
@@ -69,6 +71,7 @@ class BenchTask:
             "oracle": self.oracle,
             "family": self.family,
             "split": self.split,
+            **({"fold": {"remove_domains": list(self.fold.remove_domains)}} if self.fold else {}),
             "dropped_ambiguous": self.dropped,
             "members": {c: [f"{d}:{m}" for d, m in ms] for c, ms in self.members.items()},
             **({"base": self.base, "naming": self.naming} if self.base else {}),
@@ -123,6 +126,9 @@ def build_task(
         )
     if split not in SPLITS:
         raise ValueError(f"benchmark task {name}: split {split!r} is not one of {', '.join(SPLITS)}")
+    fold = Fold.from_entry(name, entry.get("fold")) if isinstance(entry, dict) else None
+    if family == "leave_one_domain_out" and fold is None:
+        raise ValueError(f"benchmark task {name}: a leave_one_domain_out task needs fold: {{remove_domains: [...]}}")
     members = _members(name, entry, test)
     hit = np.zeros((len(test), len(members)), dtype=bool)
     ds_col, cls_col, syn_col = test["dataset"].to_numpy(), test["class_name"].to_numpy(), test["synset"].to_numpy()
@@ -160,7 +166,7 @@ def build_task(
     oracle = datasets[0] if len(datasets) == 1 and named and datasets[0] in oracle_datasets else None
     return BenchTask(
         name, list(members), uris, np.asarray(y), support, datasets, members, oracle, dropped,
-        family=family, split=split,
+        family=family, split=split, fold=fold,
     )  # fmt: skip
 
 
