@@ -126,3 +126,23 @@ def test_short_pools_and_bad_settings_name_the_fix(sets):
         make_splits(dataclasses.replace(WITH, corruptions={"digits": ("noise",)}), sets)
     with pytest.raises(ValueError, match=r"data\.corrupted"):
         make_splits(dataclasses.replace(WITH, corrupted=None), sets)
+
+
+def test_final_test_takes_only_what_no_split_or_variant_took(sets):
+    """The final test is drawn last: every other row is the same with or without it, its images are
+    in no other split (as themselves or under a variant), and a pool that runs short gives fewer."""
+    final = dataclasses.replace(WITH, final_test={"fashion_mnist": 6, "mnist": 100})
+    plain, f = make_splits(WITH, sets), make_splits(final, sets)
+    rest = f[f["split"] != "final_test"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rest, plain)
+    ft = f[f["split"] == "final_test"]
+    assert set(ft["dataset"]) == {"fashion_mnist", "mnist"} and not ft["uri"].str.startswith("corrupt:").any()
+    others = {_underlying(u) for u in plain["uri"]}
+    assert not set(ft["uri"]) & others and ft["uri"].is_unique
+    fm = ft[ft["dataset"] == "fashion_mnist"]
+    assert fm.groupby("class_name").size().tolist() == [6, 6] and fm["part"].eq("test").all()
+    # mnist asks for 100 a class: it gets every image its split and variants left, and no more
+    left = [u for u in sets["mnist"].uris if u not in others]
+    assert sorted(ft.loc[ft["dataset"] == "mnist", "uri"]) == sorted(left) and len(left) < 100
+    with pytest.raises(ValueError, match="data.final_test.cifar"):
+        make_splits(dataclasses.replace(WITH, final_test={"cifar": 5}), sets)

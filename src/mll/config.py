@@ -41,6 +41,9 @@ class DataParams:
     # clipart (mll.data.clipart): split -> emoji style; a style named for two splits shares its
     # emoji between them. Empty: no clipart
     clipart: dict[str, str] = field(default_factory=dict)
+    # the final test (docs/method.md section 9): dataset -> images per class drawn from what every
+    # other split and variant leaves (fewer where fewer are left; a dataset with none has no final test)
+    final_test: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def load_clipart(root: Path | None = None, table: Path | None = None, styles: tu
             path = img_dir / e["image"]
             if not path.is_file():
                 raise DatasetMissingError(f"emoji image {path} is missing; fetch the artwork again with `make clipart`")
-            uris.append(str(path))
+            uris.append(_uri(path))
             labels.append(index[row["synset"]])
             parts.append(style)
             codes.append(code)
@@ -135,6 +135,16 @@ def load_clipart(root: Path | None = None, table: Path | None = None, styles: tu
         tuple(parts),
     )
     return Clipart(images, tuple(codes), tuple(subcats))
+
+
+def _uri(path: Path) -> str:
+    """`cache:<path under the scratch folder>` when it is there, so a manifest names the same image
+    in every checkout (an absolute path would make the splits, and every label key, differ by
+    folder); any other root (tests) keeps its path."""
+    try:
+        return f"cache:{path.resolve().relative_to(cache_dir().resolve()).as_posix()}"
+    except ValueError:
+        return str(path)
 
 
 def emoji(root: Path | None = None, table: Path | None = None, styles: tuple[str, ...] = STYLES) -> ImageSet:

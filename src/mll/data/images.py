@@ -28,7 +28,12 @@ class ImageError(ValueError):
 
 
 def resolve_path(path: str) -> Path:
-    """Turn `pkg:<package>/<rest>` into a real path; other paths are returned as they are."""
+    """Turn `pkg:<package>/<rest>` and `cache:<rest>` (under the project's scratch folder,
+    `mll.paths.cache_dir`) into real paths; other paths are returned as they are."""
+    if path.startswith("cache:"):
+        from mll.paths import cache_dir
+
+        return cache_dir() / path[len("cache:") :]
     if path.startswith("pkg:"):
         pkg, _, rest = path[4:].partition("/")
         spec = importlib.util.find_spec(pkg)

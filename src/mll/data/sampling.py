@@ -10,7 +10,8 @@ import zlib
 
 import numpy as np
 
-SPLITS = ("expert_train", "probe", "target_test")
+# final_test: the frozen final evaluation, drawn last from what no other split (nor a variant) uses
+SPLITS = ("expert_train", "probe", "target_test", "final_test")
 
 
 def seeded_rng(seed: int, name: str) -> np.random.Generator:

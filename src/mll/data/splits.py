@@ -1,4 +1,4 @@
-"""Deterministic, disjoint splits: expert_train / probe (node data) / target_test.
+"""Deterministic, disjoint splits: expert_train / probe (node data) / target_test / final_test.
 
 Datasets with an official train/test split draw `expert_train` and `probe` from train and
 `target_test` from test; pooled datasets (MNIST-5k, digits) carve all three from one shuffled pool
@@ -8,7 +8,9 @@ files whose names differ by a numbering suffix, `pig_golden`/`pig_golden2`, `flo
 identical bytes), whole groups to one side, and stratified by class: each class with two or more
 groups has one in probe and one in target_test; single-group classes are split whole, by the same
 probe fraction (`_split_groups`). The seed of each dataset mixes the global seed with the dataset's
-name, so adding a dataset never reshuffles another.
+name, so adding a dataset never reshuffles another. `final_test` (the frozen final evaluation; the
+benchmark's target_test is its development data) is drawn last, per `data.final_test`, from images
+no other split and no variant took.
 
 Two more kinds of rows follow the datasets': corrupted variants (`mll.data.variants`, drawn from
 what their parent's split left, so the parent's rows are the same with or without them) and
@@ -157,6 +159,21 @@ def manifest_frame(
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
+def _final_test(ds: ImageSet, used: list[np.ndarray], per_class: int, seed: int) -> np.ndarray:
+    """Up to `per_class` images a class for the final test, from its official test part (or the
+    whole pool) minus every image another split or a variant took; its own generator, so the other
+    splits are the same with or without it."""
+    rng = seeded_rng(seed, f"{ds.name}/final_test")
+    parts = np.asarray(ds.parts)
+    free = np.ones(len(ds), dtype=bool)
+    for idx in used:
+        free[idx] = False
+    side = parts == "test" if {"train", "test"} <= set(parts) else np.ones(len(ds), dtype=bool)
+    pools = [np.flatnonzero(free & side & (ds.labels == c)) for c in range(len(ds.class_names))]
+    picks = [take(rng, pool, per_class)[0] for pool in pools]
+    return np.sort(np.concatenate(picks)).astype(np.int64) if picks else np.empty(0, np.int64)
+
+
 def split_dataset(ds: ImageSet, sizes: SplitSizes | None, seed: int, probe_fraction: float = 0.35) -> pd.DataFrame:
     """Assign images of `ds` to splits; returns a manifest frame (unused images are left out)."""
     return manifest_frame(ds, assign_dataset(ds, sizes, seed, probe_fraction))
@@ -171,6 +188,7 @@ def make_splits(params: DataParams, datasets: dict[str, ImageSet], clipart: Clip
         sizes = params.datasets.get(name)
         assigned[name] = assign_dataset(ds, sizes, params.seed, params.tuxpaint_probe_fraction)
         frames.append(manifest_frame(ds, assigned[name]))
+    uses = {name: [*a.values()] for name, a in assigned.items()}  # every index a split or variant took
     for parent, kinds in params.corruptions.items():
         if parent not in datasets or params.datasets.get(parent) is None:
             raise ValueError(
@@ -182,7 +200,13 @@ def make_splits(params: DataParams, datasets: dict[str, ImageSet], clipart: Clip
         for kind, assign in split_variants(
             datasets[parent], assigned[parent], kinds, params.corrupted, params.seed
         ).items():
+            uses[parent] += assign.values()
             frames.append(manifest_frame(datasets[parent], assign, variant_name(parent, kind), corruption=kind))
+    for name, n in params.final_test.items():
+        if name not in assigned or params.datasets.get(name) is None:
+            raise ValueError(f"data.final_test.{name}: add {name} under data.datasets with per-class sizes first")
+        final = _final_test(datasets[name], uses[name], n, params.seed)
+        frames.append(manifest_frame(datasets[name], {"final_test": final}))
     if params.clipart:
         if clipart is None:
             raise ValueError("data.clipart is set but no clipart was loaded (mll.data.clipart.load_clipart)")
