@@ -13,7 +13,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export MLFLOW_TRACKING_URI := sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system demo test lint format test-fast bench serve stop relabel dvc-deps clipart clean
+.PHONY: help setup system demo final-test test lint format test-fast bench serve stop relabel dvc-deps clipart clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,9 +31,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: setup clipart  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included
 	@start=$$(date +%s); bash scripts/with_prefect.sh dvc repro && \
-	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --out reports --readme README.md && \
+	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --out reports --readme README.md && \
 	echo "done in $$(( $$(date +%s) - start )) s: reports/benchmark.md holds the results (also in README.md);" \
 	     "browse runs with: mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
+
+final-test: setup  ## the frozen final evaluation (once per release): run DVC stage final-test, then the report
+	bash scripts/with_prefect.sh $(BIN)/python flows/evaluate.py --split test --out reports/final_test/cells.json && \
+	dvc commit -f final-test && \
+	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --out reports --readme README.md
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest

@@ -77,8 +77,11 @@ def evaluate_flow(
     out: str = "reports/benchmark/cells.json",
     cache_dir: str = ".cache/outputs",
     probe: str = "data/splits/probe.parquet",
+    split: str = "dev",
 ) -> dict:
-    """Run the benchmark grid and the growth curve; write the cells document to `out`.
+    """Run the benchmark grid and the growth curve; write the cells document to `out`. With
+    `split="test"` (DVC stage `final-test`): the same tasks on the final-test `manifest`, no growth
+    curve, and the params hash and commit recorded as the release.
 
     `cache_dir` keeps every model's outputs per image across runs (keyed by weights hash); the
     labels of a task's fold (`mll.bench.folds`) are made on `probe`, next to it."""
@@ -92,12 +95,13 @@ def evaluate_flow(
         "oracles": oracles,
         "cache_dir": cache_dir,
         "probe": probe,
+        "split": split,
     }
     st = _state(paths)
     bp = st["params"]
     grid = bm.grid(list(st["tasks"].values()), bp)
     cells = [f.result() for f in [cell.submit(t, m, s, paths) for t, m, s in grid]]
-    subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed)
+    subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed) if split == "dev" else []
     rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]
     doc = bm.cells_document(st, cells, rows, seconds=time.perf_counter() - t0)
     n = bm.write_predictions(doc, st["tasks"], Path(out).with_name("predictions.parquet"))
@@ -112,8 +116,11 @@ if __name__ == "__main__":
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="reports/benchmark/cells.json")
     ap.add_argument("--oracles", default="oracles")
+    ap.add_argument("--split", choices=("dev", "test"), default="dev", help="test: the frozen final evaluation")
+    ap.add_argument("--manifest", default=None, help="default: target_test (dev) or final_test (test)")
     a = ap.parse_args()
+    manifest = a.manifest or f"data/splits/{'final_test' if a.split == 'test' else 'target_test'}.parquet"
     workers = bm.load_params(a.params).workers
     evaluate_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(
-        params_file=a.params, out=a.out, oracles=a.oracles
+        params_file=a.params, out=a.out, oracles=a.oracles, manifest=manifest, split=a.split
     )

@@ -423,3 +423,27 @@ def test_load_state_reads_the_user_names_next_to_params(world, tmp_path):
     )
     with pytest.raises(ValueError, match=r"user_name_methods has unknown \['magic'\]"):
         load_params(params)
+
+
+def test_final_test_tasks_and_release(world, tmp_path):
+    """The final-test run: the same task definitions on final_test rows, named test:<task>, split
+    test; a task with no final-test image is reported as missing; the release names params and commit."""
+    from mll.bench.run import cells_document, load_state, release_info, run_cell
+    from mll.bench.summary import summarize
+
+    final = world["test"].copy()
+    final["split"] = "final_test"
+    final = final[final["class_name"] != "5"]  # `six` names a class with no final-test image
+    path = tmp_path / "final_test.parquet"
+    final.reset_index(drop=True).to_parquet(path)
+    st = load_state(str(world["params"]), str(world["hub"]), str(world["labels"]), str(world["sdag"]), str(path),
+                    "", None, probe=str(world["probe"]), split="test")  # fmt: skip
+    assert set(st["tasks"]) == {"test:ten"} and {"six", "six-lodo"} == set(st["missing_tasks"])
+    t = st["tasks"]["test:ten"]
+    assert t.split == "test" and t.family == "in_domain" and "5" not in t.classes
+    cell = run_cell(world["ctx"], t, "mll", st["cache"])
+    doc = cells_document(st, [cell], [], seconds=1.0)
+    assert doc["split"] == "test" and len(doc["release"]["params_sha256"]) == 64 and doc["release"]["commit"]
+    assert release_info(str(world["params"]))["params_sha256"] == doc["release"]["params_sha256"]
+    s = summarize(doc)
+    assert "test:ten" not in s["tasks"] and s["families"]["test"]["in_domain"]["mll"]["n_tasks"] == 1

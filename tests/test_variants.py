@@ -144,5 +144,5 @@ def test_final_test_takes_only_what_no_split_or_variant_took(sets):
     # mnist asks for 100 a class: it gets every image its split and variants left, and no more
     left = [u for u in sets["mnist"].uris if u not in others]
     assert sorted(ft.loc[ft["dataset"] == "mnist", "uri"]) == sorted(left) and len(left) < 100
-    with pytest.raises(ValueError, match="data.final_test.cifar"):
+    with pytest.raises(ValueError, match=r"data\.final_test\.cifar"):
         make_splits(dataclasses.replace(WITH, final_test={"cifar": 5}), sets)

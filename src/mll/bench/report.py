@@ -333,9 +333,29 @@ def readme_block(summary: dict, cells: dict) -> str:
 
 
 # --- files ------------------------------------------------------------------------------------------
-def write_report(cells_path: Path, out_dir: Path) -> dict:
-    """Read the cells JSON; write benchmark.json, benchmark.md and plots/*.png under out_dir; return the summary."""
+def merge_test_cells(cells: dict, test_cells: dict) -> dict:
+    """The development cells with a final-test run's tasks and cells added (their tasks are named
+    `test:<task>` and have split `test`, so nothing collides)."""
+    return {
+        **cells,
+        "tasks": {**(cells.get("tasks") or {}), **(test_cells.get("tasks") or {})},
+        "cells": [*(cells.get("cells") or []), *(test_cells.get("cells") or [])],
+        "release": test_cells.get("release"),
+    }
+
+
+def read_cells(cells_path: Path, test_cells_path: Path | None = None) -> dict:
+    """The cells document, merged with the final-test run's when that file exists."""
     cells = json.loads(Path(cells_path).read_text())
+    if test_cells_path is not None and Path(test_cells_path).is_file():
+        cells = merge_test_cells(cells, json.loads(Path(test_cells_path).read_text()))
+    return cells
+
+
+def write_report(cells_path: Path, out_dir: Path, test_cells_path: Path | None = None) -> dict:
+    """Read the cells JSON (and the final-test run's, when there is one); write benchmark.json,
+    benchmark.md and plots/*.png under out_dir; return the summary."""
+    cells = read_cells(cells_path, test_cells_path)
     summary = summarize(cells)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -383,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mll.bench.report", description="Benchmark cells JSON -> reports/benchmark.{json,md} and plots."
     )
     p.add_argument("--cells", type=Path, default=Path("reports/benchmark/cells.json"), help="the benchmark cells JSON")
+    p.add_argument(
+        "--test-cells",
+        type=Path,
+        default=None,
+        help="the final-test run's cells JSON (reports/final_test/cells.json), merged when the file exists",
+    )
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (plots go under OUT/plots)")
     p.add_argument(
         "--readme",
@@ -392,10 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     try:
-        summary = write_report(a.cells, a.out)
+        summary = write_report(a.cells, a.out, a.test_cells)
         synced = None
         if a.readme is not None:
-            cells = json.loads(a.cells.read_text())
+            cells = read_cells(a.cells, a.test_cells)
             synced = sync_readme(a.readme, readme_block(summary, cells))
     except (OSError, ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         print(f"mll.bench.report: error: {exc}", file=sys.stderr)

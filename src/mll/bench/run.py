@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mll.bench.methods import CellRun, did_you_mean, get_method, list_methods
-from mll.bench.tasks import BenchTask, build_tasks, load_user_names
+from mll.bench.tasks import BenchTask, build_tasks, build_test_tasks, load_user_names
 from mll.config import BenchmarkParams, load_section
 from mll.solve.outputs import OutputCache
 from mll.solve.task import Context
@@ -186,9 +186,11 @@ def load_state(
     oracles: str,
     cache_dir: str | None = ".cache/outputs",
     probe: str = "data/splits/probe.parquet",
+    split: str = "dev",
 ) -> dict:
     """Everything a benchmark cell needs, loaded once: params, solve context, tasks, output cache
-    (fold contexts are added by `task_context` when a task first needs one)."""
+    (fold contexts are added by `task_context` when a task first needs one). `split: test` builds
+    the tasks on the final-test manifest (`mll.bench.tasks.build_test_tasks`)."""
     import tempfile
     import threading
 
@@ -197,8 +199,15 @@ def load_state(
     bp = load_params(params_file)
     ctx = Context.load(Path(sdag), Path(hub), Path(labels), load_section("solve", params_file))
     names = load_user_names(Path(params_file).parent / bp.user_names) if bp.user_names else None
-    tasks = build_tasks(bp.tasks, read_manifest(Path(manifest)), ctx.sdag, bp, set(bp.oracles), names)
+    frame = read_manifest(Path(manifest))
+    missing: dict[str, str] = {}
+    if split == "test":
+        tasks, missing = build_test_tasks(bp.tasks, frame, ctx.sdag, bp, set(bp.oracles), names)
+    else:
+        tasks = build_tasks(bp.tasks, frame, ctx.sdag, bp, set(bp.oracles), names)
     return {
+        "split": split,
+        "missing_tasks": missing,
         "params": bp,
         "ctx": ctx,
         "tasks": {t.name: t for t in tasks},
@@ -248,6 +257,9 @@ def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: 
 
     ctx = state["ctx"]
     return {
+        "split": state.get("split", "dev"),
+        **({"release": release_info(state["paths"]["params_file"])} if state.get("split") == "test" else {}),
+        "missing_tasks": state.get("missing_tasks", {}),
         "hub": ctx.index.models,
         "hub_composition": composition([ctx.cards[m] for m in ctx.index.models]),
         "tasks": {n: t.describe() for n, t in state["tasks"].items()},
@@ -293,6 +305,24 @@ def write_predictions(doc: dict, tasks: dict[str, BenchTask], path: Path) -> int
     table.to_parquet(tmp, index=False)
     tmp.replace(path)
     return len(table)
+
+
+def release_info(params_file: str) -> dict:
+    """What a final-test run was made with: the sha256 of params.yaml and the git commit (with
+    `-dirty` when tracked files had changes), so a release names its frozen settings."""
+    import hashlib
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    return {"params_sha256": hashlib.sha256(Path(params_file).read_bytes()).hexdigest(), "commit": commit}
 
 
 def write_json(doc: dict, path: Path) -> None:

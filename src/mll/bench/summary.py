@@ -178,7 +178,7 @@ def _other_synsets(cells: dict, task: str, info: dict) -> dict[str, dict]:
 def _user_names_block(cells: dict, methods: list[str], per_task: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Per user-name task: each method's accuracy and its gap to the same method on the base task,
     the matcher's failure if any, and the classes matched elsewhere than the base task's; mean gaps."""
-    users = user_tasks(cells)
+    users = {t: d for t, d in user_tasks(cells).items() if d.get("split") != "test"}  # families show the test's
     if not users:
         return {}
     rows: dict[str, dict[str, Any]] = {}
@@ -238,6 +238,10 @@ def summarize(cells: dict) -> dict:
     methods = order_methods([c["method"] for c in checked_cells(cells)])
     everything = _per_task(cells, methods)
     users = user_tasks(cells)
+    # the per-task blocks are the development tasks' (a final-test run shows in `families` only)
+    final = {t for t, d in (cells.get("tasks") or {}).items() if isinstance(d, dict) and d.get("split") == "test"}
+    users = {**users, **{t: {} for t in final}}
+    everything = {t: row for t, row in everything.items() if t not in final}
     per_task = {t: row for t, row in everything.items() if t not in users}  # the main table: base tasks
     tasks = list(per_task)
     mean = {m: _r(np.mean(v)) for m in methods if (v := [row[m] for row in per_task.values() if m in row])}

@@ -188,6 +188,35 @@ def build_tasks(
     return built + (user_name_tasks(user_names, {t.name: t for t in built}) if user_names else [])
 
 
+TEST_PREFIX = "test:"
+
+
+def build_test_tasks(
+    tasks: dict,
+    final: pd.DataFrame,
+    sdag: SDAG,
+    bp: BenchmarkParams,
+    oracle_datasets: set[str] = frozenset(),
+    user_names: dict | None = None,
+) -> tuple[list[BenchTask], dict[str, str]]:
+    """The same task definitions on the `final_test` images: tasks named `test:<task>`, split
+    `test`. A task whose classes have no final-test image (MNIST, Tux Paint: nothing was left to
+    hold out) is left out; returns (tasks, {task: why it was left out})."""
+    final = final[final["split"] == "final_test"] if "split" in final else final
+    built, missing = [], {}
+    for n, e in tasks.items():
+        try:
+            t = build_task(n, e, final.reset_index(drop=True), sdag, bp.max_per_class, bp.seed, oracle_datasets)
+        except ValueError as exc:  # no final-test image for one of its classes
+            missing[n] = str(exc)
+            continue
+        built.append(replace(t, name=TEST_PREFIX + n, split="test"))
+    users = {}
+    if user_names:
+        users = {TEST_PREFIX + b: v for b, v in user_names.items() if TEST_PREFIX + b in {t.name for t in built}}
+    return built + (user_name_tasks(users, {t.name: t for t in built}) if users else []), missing
+
+
 USER_TASK_SEP = "@"
 
 
