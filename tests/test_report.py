@@ -10,7 +10,8 @@ import pytest
 
 from mll.bench.methods import register_method, unregister_method
 from mll.bench.plots import answer_matrix, plots
-from mll.bench.report import main, markdown, readme_block, sync_readme, write_report
+from mll.bench.readme import sync_readme
+from mll.bench.report import main, markdown, readme_block, write_report
 from mll.bench.summary import summarize
 
 HUB = ["fmnist-tops", "fmnist-shoes", "mnist-lenet", "imagenet-r18", "cifar-vgg"]
