@@ -11,13 +11,25 @@ bootstrap(training=True)  # the offline environment before Prefect reads it; CPU
 
 from prefect import flow, get_run_logger, task
 
+from mll.config import load_section
 from mll.hub.build import import_imagenet_stage, train_expert_stage, train_heads_stage
+from mll.hub.parallel import run_parallel
 
 
 @task(name="train-expert")
 def train_one(name: str, params_file: str, manifest: str, hub: str) -> dict:
     card = train_expert_stage(name, params_file, manifest, hub, log=get_run_logger().info)
     return card.provenance.get("metrics", {})
+
+
+@task(name="train-experts")
+def train_many(names: list[str], params_file: str, manifest: str, hub: str, workers: int) -> dict:
+    """The named experts, trained in `workers` processes (mll.hub.parallel)."""
+    jobs = [(n, params_file, manifest, hub) for n in names]
+    cards = run_parallel(train_expert_stage, jobs, workers)
+    for c in cards:
+        get_run_logger().info(f"{c.name}: val accuracy {c.provenance['metrics']['val_accuracy']:.3f}")
+    return {c.name: c.provenance.get("metrics", {}) for c in cards}
 
 
 @task(name="import-imagenet-expert")
@@ -41,7 +53,11 @@ def build_hub_flow(
 ) -> dict:
     """Train the named demo experts, import the named ImageNet experts and train the named heads
     (`heads=[]`: every head under experts.heads) into `hub`."""
-    out = {n: train_one(n, params_file, manifest, hub) for n in trained or []}
+    workers = load_section("experts", params_file).workers
+    if workers > 1 and len(trained or []) > 1:
+        out = train_many(list(trained), params_file, manifest, hub, workers)
+    else:
+        out = {n: train_one(n, params_file, manifest, hub) for n in trained or []}
     out.update({n: import_one(n, params_file, hub) for n in imagenet or []})
     if heads is not None:
         out["heads"] = train_heads(heads, params_file, manifest, hub)
@@ -59,8 +75,6 @@ if __name__ == "__main__":
     ap.add_argument("--manifest", default="data/splits/expert_train.parquet")
     ap.add_argument("--hub", default="models")
     a = ap.parse_args()
-    from mll.config import load_section
-
     section = load_section("experts", a.params)
     # a flag alone names every expert of its kind, all built in this one process
     trained = list(section.trained) if a.train == [] else a.train

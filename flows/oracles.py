@@ -31,7 +31,15 @@ def train_oracles_flow(
     manifest: str = "data/splits/expert_train.parquet",
     out: str = "oracles",
 ) -> dict:
-    """Train the oracle expert of each dataset in `datasets` (names under benchmark.oracles)."""
+    """Train the oracle expert of each dataset in `datasets` (names under benchmark.oracles), in
+    `experts.workers` processes (mll.hub.parallel)."""
+    from mll.config import load_section
+    from mll.hub.parallel import run_parallel
+
+    workers = load_section("experts", params_file).workers
+    if workers > 1 and len(datasets) > 1:
+        cards = run_parallel(train_oracle, [(d, params_file, manifest, out) for d in datasets], workers)
+        return dict(zip(datasets, (c.provenance.get("metrics", {}) for c in cards)))
     return {d: train_one(d, params_file, manifest, out) for d in datasets}
 
 

@@ -1,5 +1,8 @@
 """Training one tiny demo expert end to end, tracked in a real MLflow store."""
 
+import subprocess
+import sys
+
 import pytest
 
 from mll.config import ExpertsParams, SplitSizes, TrainedExpertParams, TrainOverrides, _build
@@ -61,3 +64,37 @@ def test_unknown_classes_and_keys_are_clear_errors(manifest):
         "x", TrainedExpertParams(dataset="digits", classes=("0",), epochs=3), TrainOverrides(epochs=9, lr=0.1)
     )
     assert (spec.epochs, spec.lr, spec.batch_size) == (3, 0.1, ExpertSpec.batch_size)
+
+
+def test_experts_trained_in_worker_processes_have_the_sequential_weights(tmp_path, manifest, monkeypatch):
+    """`experts.workers: 2`: each worker trains single-threaded with its own seed, so the weights are
+    the bits of a sequential run; both workers' MLflow runs land in the one store."""
+    from mll.hub.parallel import run_parallel
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "experts:\n  defaults: {arch: test_resnet, epochs: 3, input_size: 16, seed: 0}\n"
+        "  trained:\n    low: {dataset: digits, classes: ['0', '1', '2']}\n"
+        "    high: {dataset: digits, classes: ['7', '8', '9']}\n  track: true\n  workers: 2\n"
+    )
+    names = ["low", "high"]
+    # the reference: both trained one after the other in one process that pins the training kernels
+    # as a stage's process does (this test process imported torch before it could pin them)
+    script = (
+        "import sys; from mll.env import bootstrap; bootstrap(training=True)\n"
+        "from mll.hub.build import train_expert_stage\n"
+        "for n in ('low', 'high'): print(train_expert_stage(n, sys.argv[1], sys.argv[2], sys.argv[3],"
+        " log=lambda *_: None).weights_sha256)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(params), str(manifest), str(tmp_path / "seq")],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    par = run_parallel(train_expert_stage, [(n, params, manifest, tmp_path / "par") for n in names], workers=2)
+    assert [c.name for c in par] == names
+    assert [c.weights_sha256 for c in par] == out[-2:]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(mlflow.search_runs(experiment_names=["experts"])) == 4  # 2 sequential + 2 from the workers

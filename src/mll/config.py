@@ -148,6 +148,9 @@ class ExpertsParams:
     head_defaults: HeadOverrides = field(default_factory=HeadOverrides)
     heads: dict[str, HeadParams] = field(default_factory=dict)
     track: bool = True  # MLflow run per trained expert, registered as mll-expert-<name>@hub
+    # processes that train experts (and oracles) at once; each trains single-threaded
+    # (mll.hub.parallel), so 2 on 2 cores halves the stages' time and changes no weight
+    workers: int = 1
 
 
 # --- solving ----------------------------------------------------------------------------------------
