@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mll.data.images import uri_exists
+from mll.data.sampling import SPLITS
 from mll.data.wordnet import is_wnid
 
 SYNSET_REGEX = r"^n\d{8}$"
@@ -77,7 +78,7 @@ def manifest_expectations(min_per_class: int, max_per_class: int | None = None) 
         E.ExpectColumnValuesToBeInSet(column="path_exists", value_set=[True]),
         E.ExpectColumnValuesToMatchRegex(column="synset", regex=SYNSET_REGEX),
         E.ExpectColumnValuesToBeInSet(column="synset_valid", value_set=[True]),
-        E.ExpectColumnValuesToBeInSet(column="split", value_set=["expert_train", "probe", "target_test"]),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         E.ExpectColumnValuesToBeBetween(column="label", min_value=0),
         E.ExpectColumnValuesToNotBeNull(column="domain"),
     ]
