@@ -26,7 +26,8 @@ def train_one(name: str, params_file: str, manifest: str, hub: str) -> dict:
 def train_many(names: list[str], params_file: str, manifest: str, hub: str, workers: int) -> dict:
     """The named experts, trained in `workers` processes (mll.hub.parallel)."""
     jobs = [(n, params_file, manifest, hub) for n in names]
-    cards = run_parallel(train_expert_stage, jobs, workers)
+    track = load_section("experts", params_file).track
+    cards = run_parallel(train_expert_stage, jobs, workers, experiments=("experts",) if track else ())
     for c in cards:
         get_run_logger().info(f"{c.name}: val accuracy {c.provenance['metrics']['val_accuracy']:.3f}")
     return {c.name: c.provenance.get("metrics", {}) for c in cards}

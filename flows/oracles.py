@@ -38,7 +38,9 @@ def train_oracles_flow(
 
     workers = load_section("experts", params_file).workers
     if workers > 1 and len(datasets) > 1:
-        cards = run_parallel(train_oracle, [(d, params_file, manifest, out) for d in datasets], workers)
+        track = load_section("benchmark", params_file).track
+        jobs = [(d, params_file, manifest, out) for d in datasets]
+        cards = run_parallel(train_oracle, jobs, workers, experiments=("experts",) if track else ())
         return dict(zip(datasets, (c.provenance.get("metrics", {}) for c in cards)))
     return {d: train_one(d, params_file, manifest, out) for d in datasets}
 

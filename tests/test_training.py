@@ -79,6 +79,10 @@ def test_experts_trained_in_worker_processes_have_the_sequential_weights(tmp_pat
         "    high: {dataset: digits, classes: ['7', '8', '9']}\n  track: true\n  workers: 2\n"
     )
     names = ["low", "high"]
+    # first, in workers, on a tracking store that does not exist yet (both would create it at once)
+    par = run_parallel(
+        train_expert_stage, [(n, params, manifest, tmp_path / "par") for n in names], 2, experiments=("experts",)
+    )
     # the reference: both trained one after the other in one process that pins the training kernels
     # as a stage's process does (this test process imported torch before it could pin them)
     script = (
@@ -91,7 +95,6 @@ def test_experts_trained_in_worker_processes_have_the_sequential_weights(tmp_pat
         [sys.executable, "-c", script, str(params), str(manifest), str(tmp_path / "seq")],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
-    par = run_parallel(train_expert_stage, [(n, params, manifest, tmp_path / "par") for n in names], workers=2)
     assert [c.name for c in par] == names
     assert [c.weights_sha256 for c in par] == out[-2:]
     import mlflow

@@ -109,6 +109,23 @@ class MlflowTracker(Tracker):
         return str(mv.version)
 
 
+def prepare_store(experiments: tuple[str, ...] = ()) -> None:
+    """Create the tracking store (its schema migrations) and `experiments` now, in this process:
+    worker processes that open a new store at the same time collide in its migrations
+    (`table _alembic_tmp_... already exists`) and in creating one experiment twice."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(default_tracking_uri())
+    client = mlflow.MlflowClient()
+    client.search_registered_models(max_results=1)  # the registry's tables are in the same store
+    for name in experiments:
+        if client.get_experiment_by_name(name) is None:
+            client.create_experiment(name)
+
+
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: str, enabled: bool = True, tags: dict | None = None) -> Iterator[Tracker]:
     """A tracked run in `experiment` (or a no-op Tracker when disabled); failed runs are marked failed."""

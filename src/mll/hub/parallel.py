@@ -22,12 +22,20 @@ def _init_worker() -> None:
     bootstrap(training=True)
 
 
-def run_parallel(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1) -> list[Any]:
+def run_parallel(
+    fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1, experiments: tuple[str, ...] = ()
+) -> list[Any]:
     """`fn(*job)` for every job, results in job order. `workers` > 1 runs them in that many spawned
     processes (`fn` and the jobs must pickle: a module-level function and plain arguments); 1 runs
-    them here, one after another. A job's exception is raised here, after the running ones end."""
+    them here, one after another. A job's exception is raised here, after the running ones end.
+    `experiments`: the MLflow experiments the workers log to, created here before they start (with
+    the store itself; see `mll.tracking.prepare_store`)."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
+    if experiments:
+        from mll.tracking import prepare_store
+
+        prepare_store(experiments)
     ctx = multiprocessing.get_context("spawn")  # no forked torch or Prefect state in the workers
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
