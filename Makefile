@@ -38,7 +38,8 @@ demo: setup clipart  ## run the whole pipeline (dvc repro) on the embedded demo,
 final-test: setup  ## the frozen final evaluation (once per release): run DVC stage final-test, then the report
 	bash scripts/with_prefect.sh $(BIN)/python flows/evaluate.py --split test --out reports/final_test/cells.json && \
 	dvc commit -f final-test && \
-	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --out reports --readme README.md
+	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --out reports --readme README.md && \
+	dvc commit -f report
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest
