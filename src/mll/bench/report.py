@@ -101,7 +101,9 @@ def main_table(cells: dict, summary: dict) -> str:
         text = _fmt(mean.get(m))
         text = f"**{text}**" if m in bold else text
         cells_md.append(text + ("\\*" if m in partial else ""))
-    lines.append("| **mean** | | | " + " | ".join(cells_md) + " |")
+    families = {(info.get(t) or {}).get("family", "in_domain") for t in summary["tasks"]}
+    label = "**mean**" if families <= {"in_domain"} else "**mean of the in_domain tasks**"
+    lines.append(f"| {label} | | | " + " | ".join(cells_md) + " |")
     if partial:
         lines.append("")
         lines.append("\\* mean over the tasks that method has a value for, not over all tasks.")

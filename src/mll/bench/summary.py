@@ -243,10 +243,14 @@ def summarize(cells: dict) -> dict:
     users = {**users, **{t: {} for t in final}}
     everything = {t: row for t, row in everything.items() if t not in final}
     per_task = {t: row for t, row in everything.items() if t not in users}  # the main table: base tasks
-    tasks = list(per_task)
-    mean = {m: _r(np.mean(v)) for m in methods if (v := [row[m] for row in per_task.values() if m in row])}
-    mean_all = {m: mean[m] for m in mean if all(m in per_task[t] for t in tasks)}
-    beaten, losses = _baselines(per_task, methods)
+    # the means, the oracle ratio and the baseline comparisons keep their meaning: the in_domain tasks
+    # (the other families have their own numbers in `families` and `paired`)
+    info = cells.get("tasks") or {}
+    core = {t: row for t, row in per_task.items() if (info.get(t) or {}).get("family", "in_domain") == "in_domain"}
+    tasks = list(core)
+    mean = {m: _r(np.mean(v)) for m in methods if (v := [row[m] for row in core.values() if m in row])}
+    mean_all = {m: mean[m] for m in mean if all(m in core[t] for t in tasks)}
+    beaten, losses = _baselines(core, methods)
     growth, monotone = _growth_block(cells)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -254,10 +258,10 @@ def summarize(cells: dict) -> dict:
         "tasks": {t: row for t, row in _tasks_block(cells, methods).items() if t not in users},
         "mean": mean,
         "mean_all_tasks": mean_all,
-        "oracle": _oracle_block(per_task),
+        "oracle": _oracle_block(core),
         "zero_shot_baselines_beaten": beaten,
         "per_task_losses": losses,
-        "skipped": _skipped(cells, methods, per_task),
+        "skipped": _skipped(cells, methods, core),
         "growth": growth,
         "growth_non_decreasing": monotone,
         "user_names": _user_names_block(cells, methods, everything),
