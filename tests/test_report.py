@@ -508,6 +508,8 @@ def test_families_splits_and_paired_tests():
     e = dev["in_domain"]["mll"]
     assert e["mean"] == pytest.approx((0.9 + 0.8) / 2) and e["n_tasks"] == 2 and e["n_images"] == 150
     assert e["ci_low"] < e["mean"] < e["ci_high"]
+    row = s["tasks"]["a"]  # per task: a bootstrap over its images
+    assert row["mll_ci_low"] < row["mll"] == 0.9 < row["mll_ci_high"] and "c" not in s["tasks"]  # c: test split
     p = s["paired"]["dev"]["in_domain"]
     assert (p["uniform"]["wins"], p["uniform"]["ties"], p["uniform"]["losses"]) == (1, 1, 0)
     assert p["uniform"]["tasks"]["a"]["mll_only"] == 36 and p["uniform"]["tasks"]["a"]["p_holm"] < 0.05

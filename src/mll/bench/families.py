@@ -52,6 +52,11 @@ def _hits(cells: list[dict]) -> tuple[dict, dict]:
     return mean, first
 
 
+def task_hits(cells: list[dict]) -> dict[tuple[str, str], np.ndarray]:
+    """{(task, method): each image's correctness, averaged over a seeded method's draws}."""
+    return _hits(cells)[0]
+
+
 def _seed(*names: str) -> int:
     return zlib.crc32("/".join(names).encode())
 

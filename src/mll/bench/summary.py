@@ -11,6 +11,7 @@ Methods, their order and which of them are zero-shot baselines come from the reg
 from __future__ import annotations
 
 import math
+import zlib
 from itertools import pairwise
 from typing import Any
 
@@ -100,8 +101,14 @@ def _per_task(cells: dict, methods: list[str]) -> dict[str, dict[str, float]]:
 
 
 def _tasks_block(cells: dict, methods: list[str]) -> dict[str, dict[str, float]]:
+    """Per task and method: the accuracy (mean over seeds), `<m>_std` over seeds, and `<m>_ci_low` /
+    `<m>_ci_high`, a 95% bootstrap over the task's images (from the cells' per-image hits)."""
+    from mll.bench.families import task_hits
+    from mll.bench.stats import bootstrap_ci
+
     values = _task_values(cells)
     seeded = _seeded(cells)
+    hits = task_hits(cells.get("cells") or [])
     out: dict[str, dict[str, float]] = {}
     for task, by_method in values.items():
         row: dict[str, float] = {}
@@ -111,6 +118,9 @@ def _tasks_block(cells: dict, methods: list[str]) -> dict[str, dict[str, float]]
             row[m] = _r(np.mean(by_method[m]))
             if m in seeded or len(by_method[m]) > 1:
                 row[f"{m}_std"] = _r(_std(by_method[m]))
+            if (task, m) in hits:
+                lo, hi = bootstrap_ci(hits[(task, m)], seed=zlib.crc32(f"{task}/{m}".encode()))
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = _r(lo), _r(hi)
         out[task] = row
     return out
 
