@@ -25,6 +25,6 @@ def test_prepare_data_flow(prefect_server, tmp_path):
         "  tuxpaint_probe_fraction: 0.0\n"
     )
     paths = prepare_data_flow(out=str(tmp_path / "splits"), summary=str(tmp_path / "s.json"), params_file=str(params))
-    assert set(paths) == {"expert_train", "probe", "target_test"}
+    assert set(paths) == {"expert_train", "probe", "target_test", "final_test"}  # final_test: empty here
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["digits"]["probe"] == {"images": 30, "classes": 10} and "tuxpaint" not in s
