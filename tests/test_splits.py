@@ -124,5 +124,5 @@ def test_every_params_section_is_typed():
     raw = yaml.safe_load(Path("params.yaml").read_text())
     assert set(raw) == {f for f in Params.__dataclass_fields__}  # no untyped section
     assert p.experts.trained["fmnist-footwear"].dataset == "fashion_mnist"
-    assert p.experts.imagenet["imagenet-lite0"].input_size == 160
+    assert p.experts.imagenet["imagenet-lite0"].input_size == 128
     assert p.benchmark.oracles["digits"].input_size == 16 and p.solve.patch.model is None
