@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -84,20 +85,8 @@ def test_fold_labels_equal_labels_made_without_the_removed_images(tiny_world, tm
 def test_fold_context_solves_with_the_kept_models_only(tiny_world, tmp_path):
     hub = tiny_world["hub"]
     base = Context.load(tiny_world["sdag"], hub.root, _labels(tiny_world, tmp_path), SolveParams())
-    with pytest.raises(ValueError, match="removes every hub model"):
-        fold_context(
-            Fold(("digits",)),
-            base,
-            hub_root=hub.root,
-            probe_path=tiny_world["probe"],
-            sdag_path=tiny_world["sdag"],
-            out_root=tmp_path / "folds",
-            params=PARAMS,
-            log=lambda *_: None,
-        )
-    ctx = fold_context(
-        Fold(("clothing",)),
-        base,
+    in_world = functools.partial(
+        fold_context,
         hub_root=hub.root,
         probe_path=tiny_world["probe"],
         sdag_path=tiny_world["sdag"],
@@ -105,6 +94,9 @@ def test_fold_context_solves_with_the_kept_models_only(tiny_world, tmp_path):
         params=PARAMS,
         log=lambda *_: None,
     )
+    with pytest.raises(ValueError, match="removes every hub model"):
+        in_world(Fold(("digits",)), base)
+    ctx = in_world(Fold(("clothing",)), base)
     assert ctx.index.models == base.index.models
     # the solver's node data: only the kept probe images are there to fit on
     n_kept = int((pd.read_parquet(tiny_world["probe"])["domain"] != "clothing").sum())
