@@ -237,6 +237,30 @@ def test_preprocess_follows_the_card():
     assert x.shape == (1, 1, 8, 8) and torch.allclose(x, torch.full_like(x, 2.0))
 
 
+def test_preprocess_matches_the_reference_pipeline_bit_for_bit():
+    """Grayscale images resized as one channel, pixels normalised by torch per chunk: exactly the
+    reference (convert to RGB, resize, crop, float32 numpy normalisation), across chunk borders."""
+    rng = np.random.default_rng(0)
+    cfg = InputConfig(
+        size=24,
+        channels=3,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        crop_pct=0.875,
+        interpolation="bicubic",
+    )
+    images = [Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(5)]
+    images += [Image.fromarray(rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)) for _ in range(4)]
+    images.append(Image.fromarray(rng.integers(0, 256, (16, 16, 4), dtype=np.uint8), "RGBA"))
+    ref = []
+    for im in images:
+        im = im.convert("RGB").resize((27, 27) if im.size[0] == im.size[1] else (37, 27), Image.BICUBIC)
+        left = (im.size[0] - 24) // 2
+        a = np.asarray(im.crop((left, 1, left + 24, 25)), dtype=np.float32) * np.float32(1 / 255)
+        ref.append(torch.from_numpy((a - np.float32(cfg.mean)) / np.float32(cfg.std)).permute(2, 0, 1))
+    assert torch.equal(preprocess(images, cfg, chunk=3), torch.stack(ref))
+
+
 def test_cli_hub_commands(hub, capsys, tmp_path):
     assert main(["hub", "list", "--hub", str(hub.root), "--sdag", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
