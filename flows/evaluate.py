@@ -43,7 +43,9 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
     st = _state(paths)
     t = st["tasks"][task_name]
     ctx = bm.task_context(st, t, log=get_run_logger().info)
-    c = bm.run_cell(ctx, t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]))
+    c = bm.run_cell(
+        ctx, t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]), probe=Path(paths["probe"])
+    )
     with _LOCK:
         bm.log_cell(c, t, enabled=st["params"].track)
     acc = f"{c['accuracy']:.4f}" if c["status"] == "ok" else f"{c['status']}: {c['reason']}"

@@ -137,6 +137,14 @@ def test_every_method_runs_and_mll_matches_mll_eval(world, six, tmp_path):
     assert cells["random"]["models"] and "of 2 covering models" in cells["random"]["detail"]
     assert cells["clip"]["status"] == "skipped" and "solve.patch.model" in cells["clip"]["reason"]
     assert cells["oracle"]["status"] == "skipped" and "dvc repro oracles" in cells["oracle"]["reason"]
+    # hindsight searches selections on the test labels, MLL's among them: never below MLL
+    hindsight = cells["hindsight"]
+    assert hindsight["accuracy"] >= mll["accuracy"] and "scored on the test labels" in hindsight["detail"]
+    # the tiny hub has no generalist and no shared backbone: those baselines say so
+    assert cells["inb"]["status"] == "skipped" and "no generalist" in cells["inb"]["reason"]
+    assert cells["node_data"]["status"] == "skipped" and "no shared backbone" in cells["node_data"]["reason"]
+    per_model = cells["single"]["per_model"]
+    assert set(per_model) == {"low", "high"} and all(0 <= v["measured"] <= 1 for v in per_model.values())
     # the benchmark's MLL is `mll eval` on the same images
     folder = tmp_path / "task"
     for uri, k in zip(six.uris, six.y):
@@ -177,15 +185,28 @@ def test_sub_hubs_and_growth(world, six, small_sdag):
     assert all(len(m) == s for s, _, m in subs) and subs == sub_hubs(["a", "b", "c"], (1, 2, 3), 5, 0)
     rows = growth_cell(world["ctx"], [six], 1, 0, ["low"], ("mll", "uniform"), OutputCache())
     assert {r["method"] for r in rows} == {"mll", "uniform"}
+    assert all(r["coverage"] == 0.5 and r["independent"] == 1 for r in rows)  # "low" covers 3 of 6 classes
     # one expert covers three of six classes: at most half the images can be right
     assert all(r["accuracy"] <= 0.5 + 1e-9 for r in rows)
     full = growth_cell(world["ctx"], [six], 2, 0, ["high", "low"], ("mll",), OutputCache())
-    assert full[0]["accuracy"] > rows[0]["accuracy"]
+    assert full[0]["accuracy"] > rows[0]["accuracy"] and full[0]["coverage"] == 1.0
+
     # a sub-hub covering none of a task's classes: each class backs off to a sibling head ("3" -> "2"),
     # which cannot tell the three apart: no crash, and at most chance
     upper = build_task("upper", {"classes": {d: {"digits": [d]} for d in "345"}}, world["test"], small_sdag, 5, 0)
     none = growth_cell(world["ctx"], [upper], 1, 0, ["low"], ("mll", "uniform", "top1", "single"), OutputCache())
     assert len(none) == 4 and all(r["accuracy"] <= 1 / 3 + 1e-3 for r in none)
+
+
+def test_inb_answers_with_the_best_generalist_by_its_labels(world, six, monkeypatch):
+    import mll.bench.methods as methods
+
+    monkeypatch.setattr(methods, "INB_MIN_CLASSES", 2)  # the tiny experts' heads count as wide here
+    ctx = world["ctx"]
+    best = max(ctx.index.models, key=lambda m: (ctx.index.summaries[m]["in_domain_accuracy"], m))
+    cell = run_cell(ctx, six, "inb", OutputCache())
+    assert cell["status"] == "ok" and cell["models"] == [best] and cell["detail"].startswith(best)
+    assert set(run_cell(ctx, six, "inb_top3", OutputCache())["models"]) == set(ctx.index.models)
 
 
 @pytest.mark.slow

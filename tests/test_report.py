@@ -193,7 +193,10 @@ def test_registry_flags_drive_columns_bolding_and_legend(cells):
         fashion = _table_row(md, "fashion-10")
         assert fashion[-1] == "0.990 ± 0.000" and fashion[3] == "**0.820**"  # MLL stays the row's best
         assert "random selection and test-label peek are the mean ± std over their seeds" in md
-        assert "(the oracle expert, the hindsight best single model and the peek are references, not bolded)" in md
+        assert (
+            "(the oracle expert, the hindsight best single model, the hindsight best selection and the peek are references, not bolded)"
+            in md
+        )
         assert "; random = mean ± std over seeds; peek = mean ± std over seeds)._" in readme_block(s, c)
     finally:
         unregister_method("peek")

@@ -43,6 +43,7 @@ class CellRun:
     seed: int | None = None  # the draw of a seeded method
     restrict: list[str] | None = None  # solve over this sub-hub only (the growth curve)
     oracle_hub: Path | None = None  # where the oracle experts are (`oracles/`)
+    probe: Path | None = None  # the probe manifest (node_data reads its cached backbone features)
 
     @property
     def static(self) -> SolveParams:
@@ -268,16 +269,33 @@ def _mll_transductive(run: CellRun) -> None:
     run.fill(run.solve(cfg=replace(run.ctx.cfg, adapt=True)))
 
 
-def best_single(run: CellRun) -> tuple[dict | None, str, int]:
+def covered_accuracy(rep: dict) -> tuple[float | None, int]:
+    """(accuracy on the images of the classes some head answers, how many such classes): a single
+    model's accuracy on a task, the quantity its label predicts (`estimated_accuracy`)."""
+    covered = [v for v in rep["per_class"].values() if v["answered_by"] not in ("none", "patch") and v["n"]]
+    n = sum(v["n"] for v in covered)
+    return (sum(v["accuracy"] * v["n"] for v in covered) / n if n else None), len(covered)
+
+
+def best_single(run: CellRun) -> tuple[dict | None, str, int, dict[str, dict]]:
     """Each covering model alone (same reuse as MLL): (report of the best on the task's labels, its
-    name, how many were tried)."""
+    name, how many were tried, per model: its label's estimate and the measured accuracy on the
+    classes it covers, and its label's task-agnostic in-domain accuracy, the INB ranking's score)."""
     pool = run.pool(run.plan())
-    best, who = None, ""
+    best, who, per_model = None, "", {}
     for m in pool:
         rep = run.solve(cfg=run.static, fixed=lambda cov, m=m: [[m] if m in c else [] for c in cov])
+        measured, n = covered_accuracy(rep)
+        per_model[m] = {
+            "estimated": rep["estimated_accuracy"],
+            "measured": None if measured is None else round(measured, 4),
+            "classes": n,
+            "in_domain": (run.ctx.index.summaries.get(m) or {}).get("in_domain_accuracy"),
+            "accuracy": round(rep["accuracy"], 4),
+        }
         if best is None or rep["accuracy"] > best["accuracy"]:
             best, who = rep, m
-    return best, who, len(pool)
+    return best, who, len(pool), per_model
 
 
 @register_method(
@@ -289,14 +307,32 @@ def best_single(run: CellRun) -> tuple[dict | None, str, int]:
     prose="the hindsight best single model",
 )
 def _single(run: CellRun) -> None:
-    rep, who, n = best_single(run)
+    rep, who, n, per_model = best_single(run)
     if rep is None:
         run.cell.update(accuracy=0.0, detail="no hub model covers any class")
     else:
         run.fill(rep, f"{who} (best of {n} covering models, chosen on the test labels)")
+    run.cell["per_model"] = per_model  # the selection-quality metrics (mll.bench.quality) read these
+
+
+@register_method(
+    "hindsight",
+    label="best selection (hindsight)",
+    heads="forward selection on the test labels from the best single model over the 8 best, and "
+    "MLL's and every covering model's selections; the best of them (an upper bound)",
+    combination="as MLL",
+    hindsight=True,
+    growth=False,
+    prose="the hindsight best selection",
+)
+def _hindsight(run: CellRun) -> None:
+    from mll.bench.baselines import hindsight_cell
+
+    hindsight_cell(run)
 
 
 PLAIN_MEAN = {"use_gates": False, "combiner": "statistics"}  # mean of P_m(t_k|x) over a class's heads
+INB_MIN_CLASSES = 100  # a generalist's head has at least this many classes (the ImageNet heads: 1000)
 
 
 @register_method(
@@ -324,6 +360,57 @@ def _random(run: CellRun) -> None:
     chosen = set(np.random.default_rng(1000 + (run.seed or 0)).choice(pool, r, replace=False)) if pool else set()
     rep = run.solve(cfg=run.static, fixed=lambda cov: [[m for m in c if m in chosen] for c in cov])
     run.fill(rep, f"{r} of {len(pool)} covering models: {', '.join(sorted(chosen))}")
+
+
+def _inb(run: CellRun, k: int) -> None:
+    from mll.bench.baselines import generalists
+
+    index = run.ctx.index if run.restrict is None else run.ctx.index.subset(run.restrict)
+    ranked = generalists({m: run.ctx.cards[m] for m in index.models}, index.summaries, INB_MIN_CLASSES)
+    if not ranked:
+        run.skip(f"no generalist (a head with at least {INB_MIN_CLASSES} classes) in the hub")
+        return
+    chosen = set(ranked[:k])
+    cfg = replace(run.static, temperature="none", **PLAIN_MEAN)
+    rep = run.solve(cfg=cfg, fixed=lambda cov: [[m for m in c if m in chosen] for c in cov])
+    run.fill(rep, f"{', '.join(ranked[:k])} (best {k} of {len(ranked)} generalists by their labels)")
+
+
+@register_method(
+    "inb",
+    label="best generalist (INB)",
+    heads="the generalist (domain general, 100+ classes) with the best label in-domain accuracy, for every class",
+    combination="its softmax summed over each class's WordNet subtree",
+    prose="the best generalist (INB)",
+)
+def _inb1(run: CellRun) -> None:
+    _inb(run, 1)
+
+
+@register_method(
+    "inb_top3",
+    label="top-3 generalists",
+    heads="the three generalists with the best label in-domain accuracy",
+    combination="plain mean of their subtree sums",
+    prose="the top-3 generalists' ensemble",
+)
+def _inb3(run: CellRun) -> None:
+    _inb(run, 3)
+
+
+@register_method(
+    "node_data",
+    label="logistic regression on node data",
+    growth=False,
+    heads="no head: a logistic regression on frozen backbone features of the task's node images "
+    "(backbone chosen by 3-fold cross-validation on them)",
+    combination="its softmax",
+    prose="the node-data classifier",
+)
+def _node_data(run: CellRun) -> None:
+    from mll.bench.baselines import node_data_cell
+
+    node_data_cell(run)
 
 
 @register_method(

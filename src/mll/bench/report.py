@@ -26,6 +26,7 @@ from pathlib import Path
 from mll.bench.families import families_table
 from mll.bench.methods import find_method, get_method, list_methods, method_label, order_methods
 from mll.bench.plots import plots
+from mll.bench.quality import fixed_coverage_table, quality_table
 from mll.bench.readme import README_END, README_START, sync_readme
 from mll.bench.summary import GROWTH_TOLERANCE, cell_value, checked_cells, summarize, user_tasks
 
@@ -309,6 +310,22 @@ def markdown(cells: dict, summary: dict) -> str:
         "mean ± std over sub-hubs (n sub-hubs).",
         "",
         growth_table(summary),
+        "",
+        "## Accuracy against hub size at fixed coverage",
+        "",
+        "Nested sub-hubs (random orders of the hub, each cut at every size); per family and size, the mean "
+        "accuracy over the (task, sub-hub) pairs whose sub-hub covers every class of the task, so the curve "
+        "measures ability, not coverage. The first rows: mean coverage of a task's classes and independent "
+        "experts per sub-hub.",
+        "",
+        fixed_coverage_table(summary, method_label),
+        "",
+        "## Selection quality (LOVM metrics)",
+        "",
+        "Do the labels rank a task's covering models the way their measured accuracies (on the classes each "
+        "covers) do? docs/method.md section 9b.",
+        "",
+        quality_table(summary),
         "",
         skipped_line(summary),
         "",

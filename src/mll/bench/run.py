@@ -84,6 +84,7 @@ def run_cell(
     seed: int | None = None,
     oracle_hub: Path | None = None,
     restrict: list[str] | None = None,
+    probe: Path | None = None,
 ) -> dict:
     """One (task, method[, seed]) cell of the benchmark grid; `restrict` solves over a sub-hub.
 
@@ -95,7 +96,7 @@ def run_cell(
     fn = get_method(method).fn
     cell = _cell(task, method, seed)
     try:
-        fn(CellRun(ctx, task, cache, cell, seed=seed, restrict=restrict, oracle_hub=oracle_hub))
+        fn(CellRun(ctx, task, cache, cell, seed=seed, restrict=restrict, oracle_hub=oracle_hub, probe=probe))
     except MatchError as exc:
         cell.update(status="failed", reason=f"matching: {exc}", accuracy=None)
     cell["seconds"] = round(time.perf_counter() - t0, 3)
@@ -110,17 +111,18 @@ def base_tasks(tasks: dict[str, BenchTask]) -> list[BenchTask]:
 
 
 def sub_hubs(models: list[str], sizes: tuple[int, ...], seeds: int, seed: int = 0) -> list[tuple[int, int, list[str]]]:
-    """(size, seed, models) for random sub-hubs; a size that admits one subset only (the full hub) once."""
-    out = []
-    for size in sizes:
-        size = min(size, len(models))
-        seen = set()
-        for s in range(seeds):
-            pick = tuple(sorted(np.random.default_rng([seed, size, s]).choice(models, size, replace=False)))
-            if pick in seen:
-                continue
-            seen.add(pick)
-            out.append((size, s, [str(m) for m in pick]))
+    """(size, order, models): `seeds` random orders of the hub, each cut at every size, so the
+    sub-hubs of one order are nested (each adds models to the one before, as a growing hub does).
+    A size that admits one subset only (the full hub) is kept once."""
+    out, full_seen = [], False
+    for s in range(seeds):
+        order = [str(m) for m in np.random.default_rng([seed, s]).permutation(sorted(models))]
+        for size in sorted(set(min(z, len(models)) for z in sizes)):
+            if size == len(models):
+                if full_seen:
+                    continue
+                full_seen = True
+            out.append((size, s, sorted(order[:size])))
     return out
 
 
@@ -133,14 +135,34 @@ def growth_cell(
     methods: tuple[str, ...],
     cache: OutputCache,
 ) -> list[dict]:
-    """Every task solved over one sub-hub by each growth method."""
+    """Every task solved over one sub-hub by each growth method, with the sub-hub's coverage of the
+    task (the fraction of its classes some head covers) and its independent experts counted apart."""
+    from mll.hub.listing import FLAG_TAGS, has_tag
+    from mll.solve.task import covering_models
+
+    sub = ctx.index.subset(models)
+    independent = sum(not any(has_tag(ctx.cards[m], t) for t in FLAG_TAGS) for m in models)
     rows = []
     for t in tasks:
+        coverage = None
         for m in methods:
             c = run_cell(ctx, t, m, cache, seed=seed, restrict=models)
+            if coverage is None and c.get("matched"):
+                synsets = list(c["matched"].values())
+                coverage = round(sum(bool(covering_models(sub, s)) for s in synsets) / len(synsets), 4)
             rows.append(
-                {"size": size, "seed": seed, "models": models, "task": t.name, "method": m, "accuracy": c["accuracy"]}
+                {
+                    "size": size,
+                    "seed": seed,
+                    "models": models,
+                    "independent": independent,
+                    "task": t.name,
+                    "method": m,
+                    "accuracy": c["accuracy"],
+                }
             )
+        for r in rows[-len(methods) :]:
+            r["coverage"] = coverage
     return rows
 
 

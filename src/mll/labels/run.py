@@ -28,14 +28,25 @@ def load_sdag(sdag_path: str) -> SDAG:
 def label_context(probe_path: str, sdag_path: str):
     """The probe set (decoded once, with its shared backbones' features) and the SDAG, per process."""
     from mll.data.splits import read_manifest
+    from mll.labels.compute import ProbeSet
+
+    probe = ProbeSet(read_manifest(Path(probe_path)))
+    # the shared backbones' probe features persist: a new head on a known backbone runs only its head
+    probe.features = probe_features(str(probe_path))
+    return probe, load_sdag(str(sdag_path))
+
+
+@functools.lru_cache(maxsize=4)
+def probe_features(probe_path: str):
+    """The on-disk cache of the shared backbones' features of the probe images (keyed by the probe
+    manifest's hash), one object per process: labeling fills it, the node_data baseline reads it."""
+    from mll.data.splits import read_manifest
     from mll.hub.backbones import FeatureCache
     from mll.labels.compute import ProbeSet
     from mll.paths import cache_dir
 
     probe = ProbeSet(read_manifest(Path(probe_path)))
-    # the shared backbones' probe features persist: a new head on a known backbone runs only its head
-    probe.features = FeatureCache(cache_dir() / "features" / f"probe-{probe.hash[:16]}")
-    return probe, load_sdag(str(sdag_path))
+    return FeatureCache(cache_dir() / "features" / f"probe-{probe.hash[:16]}")
 
 
 def labeling_order(hub_root: Path, names: list[str]) -> list[str]:
