@@ -31,14 +31,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: setup clipart  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included
 	@start=$$(date +%s); bash scripts/with_prefect.sh dvc repro && \
-	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --out reports --readme README.md && \
+	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --studies reports/benchmark/studies.json --out reports --readme README.md && \
 	echo "done in $$(( $$(date +%s) - start )) s: reports/benchmark.md holds the results (also in README.md);" \
 	     "browse runs with: mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
 
 final-test: setup  ## the frozen final evaluation (once per release): run DVC stage final-test, then the report
 	bash scripts/with_prefect.sh $(BIN)/python flows/evaluate.py --split test --out reports/final_test/cells.json && \
 	dvc commit -f final-test && \
-	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --out reports --readme README.md && \
+	$(BIN)/python -m mll.bench.report --cells reports/benchmark/cells.json --test-cells reports/final_test/cells.json --studies reports/benchmark/studies.json --out reports --readme README.md && \
 	dvc commit -f report
 
 test: setup  ## run the test suite

@@ -252,7 +252,26 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
         (2, "mll"),
         (2, "uniform"),
     }
-    summary = write_report(out, tmp_path / "reports")
+    # the studies flow: the node-data budget and a sweep on the in_domain dev tasks, from the same cache
+    from flows.studies import studies_flow
+
+    params = world["params"].with_name("studies-params.yaml")  # next to names.yaml, which it names
+    params.write_text(
+        world["params"].read_text() + "  node_budget: [2]\n  budget_methods: [mll]\n  sweep: {prune: [1, 2]}\n"
+    )
+    studies = studies_flow(
+        params_file=str(params),
+        hub=str(world["hub"]),
+        labels=str(world["labels"]),
+        sdag=str(world["sdag"]),
+        manifest=str(world["manifest"]),
+        out=str(tmp_path / "studies.json"),
+        cache_dir=str(tmp_path / "outputs"),
+        probe=str(world["probe"]),
+    )
+    assert {r["budget"] for r in studies["budget"]} == {2} and {r["value"] for r in studies["sweeps"]} == {1, 2}
+    summary = write_report(out, tmp_path / "reports", studies_path=tmp_path / "studies.json")
+    assert set(summary["node_budget"]["mll"]) == {"2"} and set(summary["sweeps"]["prune"]) == {"1", "2"}
     assert summary["oracle"]["ratio"] is not None and summary["skipped"]["clip"]
     assert summary["user_names"]["failed"] == ["six@bad"] and "six@bad" not in summary["tasks"]
     assert (tmp_path / "reports" / "plots" / "growth.png").is_file()
@@ -468,3 +487,28 @@ def test_final_test_tasks_and_release(world, tmp_path):
     assert release_info(str(world["params"]))["params_sha256"] == doc["release"]["params_sha256"]
     s = summarize(doc)
     assert "test:ten" not in s["tasks"] and s["families"]["test"]["in_domain"]["mll"]["n_tasks"] == 1
+
+
+def test_studies_budget_and_sweeps_on_the_tiny_hub(world, tmp_path):
+    """The node-data budget relabels the hub on a thinned probe set and solves the in_domain dev
+    tasks; a sweep reruns MLL with one knob changed; both summarise into the report's blocks."""
+    from mll.bench.run import load_state
+    from mll.bench.studies import run_budget, run_sweeps, study_tasks, summarize_studies
+
+    st = load_state(str(world["params"]), str(world["hub"]), str(world["labels"]), str(world["sdag"]),
+                    str(world["manifest"]), "", str(tmp_path / "outputs"), probe=str(world["probe"]))  # fmt: skip
+    names = [t.name for t in study_tasks(st)]
+    assert names and all(st["tasks"][n].family == "in_domain" and st["tasks"][n].fold is None for n in names)
+    budget = run_budget(st, (1, 100), ("mll",), log=lambda *_: None)
+    assert {r["budget"] for r in budget} == {1, 100} and all(r["status"] == "ok" for r in budget)
+    few = {r["task"]: r["node_images"] for r in budget if r["budget"] == 1}
+    many = {r["task"]: r["node_images"] for r in budget if r["budget"] == 100}
+    assert all(0 < few[t] < many[t] for t in few)  # the thinned labels see fewer node images
+    assert (tmp_path / "folds" / "probe1" / "labels").is_dir()
+    sweeps = run_sweeps(st, {"max_heads": [1, 2]}, log=lambda *_: None)
+    assert {(r["knob"], r["value"]) for r in sweeps} == {("max_heads", 1), ("max_heads", 2)}
+    assert all(r["plan_seconds"] > 0 for r in sweeps)
+    s = summarize_studies({"budget": budget, "sweeps": sweeps})
+    assert set(s["node_budget"]["mll"]) == {"1", "100"} and s["sweeps"]["max_heads"]["2"]["n_tasks"] == len(names)
+    with pytest.raises(ValueError, match="cannot be swept"):
+        run_sweeps(st, {"temperature": ["none"]})

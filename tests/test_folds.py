@@ -27,6 +27,26 @@ def test_fold_entries_are_checked():
             Fold.from_entry("t", bad)
 
 
+def test_a_budget_fold_thins_the_node_data_per_synset_and_nests():
+    probe = pd.DataFrame(
+        {
+            "uri": [f"img{i}" for i in range(40)],
+            "synset": [f"s{i % 4}.n.01" for i in range(40)],
+            "domain": ["a" if i < 30 else "b" for i in range(40)],
+        }
+    )
+    small, large = Fold((), per_synset=2), Fold((), per_synset=5)
+    assert small.key == "probe2" and Fold(("b",), per_synset=2).key == "minus-b-probe2"
+    rows2, rows5 = small.probe_rows(probe), large.probe_rows(probe)
+    assert rows2.groupby("synset").size().tolist() == [2] * 4 and rows5.groupby("synset").size().tolist() == [5] * 4
+    assert set(rows2["uri"]) < set(rows5["uri"])  # a smaller budget's images are a larger one's
+    assert (rows2["uri"].map(lambda u: int(u[3:])).diff().dropna() > 0).all()  # manifest order kept
+    both = Fold(("b",), per_synset=50).probe_rows(probe)
+    assert len(both) == 30 and set(both["domain"]) == {"a"}
+    with pytest.raises(ValueError, match="at least 1 image"):
+        Fold((), per_synset=0).probe_rows(probe)
+
+
 def test_fold_labels_equal_labels_made_without_the_removed_images(tiny_world, tmp_path):
     """The fold's labels are bit for bit those of a label run on a probe manifest that never had the
     removed domain's images: no gate, temperature, node statistic or stored output can carry them."""

@@ -194,8 +194,8 @@ def test_registry_flags_drive_columns_bolding_and_legend(cells):
         assert fashion[-1] == "0.990 ± 0.000" and fashion[3] == "**0.820**"  # MLL stays the row's best
         assert "random selection and test-label peek are the mean ± std over their seeds" in md
         assert (
-            "(the oracle expert, the hindsight best single model, the hindsight best selection and the peek are references, not bolded)"
-            in md
+            "(the oracle expert, the hindsight best single model, the hindsight best selection and the peek "
+            "are references, not bolded)" in md
         )
         assert "; random = mean ± std over seeds; peek = mean ± std over seeds)._" in readme_block(s, c)
     finally:
@@ -353,7 +353,13 @@ def _check_png(path: Path) -> None:
 
 def test_plots_are_pngs(cells, summary, tmp_path):
     paths = plots(cells, summary, tmp_path / "plots")
-    assert [p.name for p in paths] == ["accuracy_by_task.png", "growth.png", "answers.png"]
+    assert [p.name for p in paths] == [
+        "accuracy_by_task.png",
+        "growth.png",
+        "growth_fixed_coverage.png",
+        "families.png",
+        "answers.png",
+    ]
     for p in paths:
         _check_png(p)
 
@@ -403,7 +409,7 @@ def test_write_report(cells, tmp_path):
     summary = write_report(path, tmp_path / "reports")
     assert json.loads((tmp_path / "reports" / "benchmark.json").read_text()) == summary
     assert (tmp_path / "reports" / "benchmark.md").read_text() == markdown(cells, summary)
-    for name in ("accuracy_by_task.png", "growth.png", "answers.png"):
+    for name in ("accuracy_by_task.png", "growth.png", "growth_fixed_coverage.png", "families.png", "answers.png"):
         assert (tmp_path / "reports" / "plots" / name).is_file()
 
 
@@ -416,7 +422,7 @@ def test_cli_main(cells, tmp_path, capsys):
     out = tmp_path / "reports"
     assert main(["--cells", str(path), "--out", str(out), "--readme", str(readme)]) == 0
     assert (out / "benchmark.json").is_file() and (out / "benchmark.md").is_file()
-    assert len(list((out / "plots").glob("*.png"))) == 3
+    assert len(list((out / "plots").glob("*.png"))) == 5
     text = readme.read_text()
     assert (
         text.startswith("top\n<!-- benchmark:start -->\n")

@@ -201,6 +201,10 @@ class BenchmarkParams:
     tasks: dict[str, Any] = field(default_factory=dict)  # task name -> {source: dataset} | {classes: {...}}
     user_names: str | None = None  # file of user-typed names per task (relative to params.yaml): task@naming tasks
     user_name_methods: tuple[str, ...] = ("mll",)  # the methods run on the user-name tasks
+    # the studies on the dev in_domain tasks (mll.bench.studies, DVC stage `studies`)
+    node_budget: tuple[int, ...] = (1, 3, 10, 30)  # probe images per synset the labels are made on
+    budget_methods: tuple[str, ...] = ("mll", "node_data")
+    sweep: dict[str, list] = field(default_factory=dict)  # solve knob -> values, one knob at a time
 
 
 @dataclass(frozen=True)

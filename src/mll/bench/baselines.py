@@ -76,21 +76,26 @@ def fit_node_data(
     y_node: np.ndarray,
     folds: int = 3,
     C: float = 1.0,
+    default: str | None = None,
 ) -> NodeDataFit:
     """Choose the backbone whose features cross-validate best on the node data, fit on all of it and
-    predict the test images. The feature callables are only called for the backbones they name."""
+    predict the test images. The feature callables are only called for the backbones they name.
+
+    A class with a single node image cannot be held out: then nothing is cross-validated and
+    `default` is used (the caller's a-priori choice; the first backbone by name without one)."""
     from mll.solve.logreg import LogReg
 
     y_node = np.asarray(y_node)
     if len(np.unique(y_node)) < 2:
         raise ValueError("node_data needs node images of at least two classes")
     # a class with fewer node images than folds cannot be held out in every fold: fewer folds then
-    k = int(max(2, min(folds, np.bincount(np.unique(y_node, return_inverse=True)[1]).min())))
-    scores = {b: cv_accuracy(node_features[b](), y_node, k, C) for b in sorted(node_features)}
+    fewest = int(np.bincount(np.unique(y_node, return_inverse=True)[1]).min())
+    scores: dict[str, float] = {}
+    if fewest >= 2:
+        k = min(folds, fewest)
+        scores = {b: cv_accuracy(node_features[b](), y_node, k, C) for b in sorted(node_features)}
     ranked = sorted((b for b in scores if scores[b] == scores[b]), key=lambda b: (-scores[b], b))
-    if not ranked:
-        raise ValueError("node_data: too few node images per class to cross-validate")
-    best = ranked[0]
+    best = ranked[0] if ranked else (default if default in node_features else sorted(node_features)[0])
     model = LogReg(C=C, max_iter=300, tol=1e-3).fit(node_features[best](), y_node)
     pred = model.predict(test_features[best]())
     return NodeDataFit(best, {b: round(v, 4) for b, v in scores.items()}, np.asarray(pred, dtype=int))
@@ -186,17 +191,23 @@ def node_data_cell(run) -> None:
         return backbone_features(bkey, keys, caches, compute)
 
     test_images = run.task.images()
+    widest = max(reps, key=lambda b: (run.ctx.cards[reps[b]].input.size, b))
     fit = fit_node_data(
         {b: (lambda b=b: feats(b, uris, lambda i: open_image(uris[i]))) for b in reps},
         {b: (lambda b=b: feats(b, run.task.uris, lambda i: test_images[i])) for b in reps},
         y_node,
+        default=widest,
     )
-    others = ", ".join(f"{v:.3f}" for b, v in sorted(fit.cv_accuracy.items()) if b != fit.backbone)
+    run.cell["node_images"] = len(uris)
+    if fit.cv_accuracy:
+        others = ", ".join(f"{v:.3f}" for b, v in sorted(fit.cv_accuracy.items()) if b != fit.backbone)
+        how = f"CV accuracy {fit.cv_accuracy[fit.backbone]:.3f}; the other backbones {others}"
+    else:
+        how = "one node image in some class: no cross-validation, the widest input"
     run.score(
         np.eye(len(run.task.classes))[fit.predictions],
         f"node_data:{fit.backbone}",
-        f"{len(uris)} node images; backbone {fit.backbone} (CV accuracy {fit.cv_accuracy[fit.backbone]:.3f}; "
-        f"the other backbones {others})",
+        f"{len(uris)} node images; backbone {fit.backbone} ({how})",
     )
 
 

@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mll.config import LabelParams, SolveParams
@@ -26,9 +27,11 @@ from mll.config import LabelParams, SolveParams
 
 @dataclass(frozen=True)
 class Fold:
-    """Domains taken out of the hub and out of the node data."""
+    """Domains taken out of the hub and out of the node data; optionally, the node data thinned to
+    at most `per_synset` probe images per synset (the node-data budget study)."""
 
     remove_domains: tuple[str, ...]
+    per_synset: int | None = None
 
     @classmethod
     def from_entry(cls, task: str, entry: dict | None) -> Fold | None:
@@ -44,16 +47,29 @@ class Fold:
 
     @property
     def key(self) -> str:
-        return "minus-" + "-".join(self.remove_domains)
+        parts = (["minus", *self.remove_domains] if self.remove_domains else []) + (
+            [f"probe{self.per_synset}"] if self.per_synset is not None else []
+        )
+        return "-".join(parts) or "whole"
 
     def keeps(self, domain: str | None) -> bool:
         return (domain or "") not in self.remove_domains
 
     def probe_rows(self, probe: pd.DataFrame) -> pd.DataFrame:
-        """The probe rows the fold keeps (the manifest's `domain` column decides)."""
+        """The probe rows the fold keeps (the manifest's `domain` column decides); with `per_synset`,
+        the first n of each synset's rows in a seeded shuffle, so a smaller budget's images are a
+        subset of a larger one's."""
         if "domain" not in probe:
             raise ValueError("the probe manifest has no 'domain' column; rebuild the splits (dvc repro data)")
-        return probe[~probe["domain"].isin(self.remove_domains)].reset_index(drop=True)
+        kept = probe[~probe["domain"].isin(self.remove_domains)]
+        if self.per_synset is not None:
+            if self.per_synset < 1:
+                raise ValueError(f"a node-data budget needs at least 1 image per synset, got {self.per_synset}")
+            order = np.random.default_rng(0).permutation(len(kept))
+            shuffled = kept.iloc[order]
+            rank = shuffled.groupby("synset", sort=False).cumcount()
+            kept = shuffled[rank.to_numpy() < self.per_synset].sort_index()
+        return kept.reset_index(drop=True)
 
 
 def fold_models(fold: Fold, hub_root: Path, names: list[str]) -> list[str]:

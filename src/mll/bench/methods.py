@@ -94,6 +94,8 @@ class CellRun:
             combiner=rep["combiner"],
             estimated_accuracy=rep["estimated_accuracy"],
             adaptation=rep.get("adaptation"),
+            plan_seconds=rep.get("plan_seconds"),  # matching + CHCO + fitting the combiner: selection time
+            node_images=sum(c.get("node_images") or 0 for c in (rep.get("details") or {}).get("classes", [])),
         )
 
     def score(self, probs: np.ndarray, model: str, detail: str) -> None:

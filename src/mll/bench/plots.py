@@ -154,11 +154,56 @@ def _plot_answers(cells: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_fixed_coverage(summary: dict, path: Path) -> Path:
+    """One panel per family: accuracy against hub size over the sub-hubs covering every class."""
+    plt = _pyplot()
+    fixed = summary.get("growth_fixed_coverage") or {}
+    fams = list(fixed) or ["(none)"]
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 4.0), squeeze=False)
+    for ax, fam in zip(axes[0], fams, strict=True):
+        for m in order_methods(list(fixed.get(fam, {}))):
+            pts = sorted((int(s), v) for s, v in fixed[fam][m].items())
+            ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", color=_color(m), label=method_label(m))
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(fam, fontsize=10)
+        ax.set_xlabel("models in hub (nested sub-hubs)")
+        ax.grid(alpha=0.3)
+        if fixed.get(fam):
+            ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("accuracy where the sub-hub covers every class")
+    return _save(fig, path)
+
+
+def _plot_families(summary: dict, path: Path) -> Path:
+    """Per split and family: each method's mean with its 95% bootstrap interval."""
+    plt = _pyplot()
+    rows = [(sp, fam, by) for sp, fams in (summary.get("families") or {}).items() for fam, by in fams.items()]
+    fig, axes = plt.subplots(len(rows) or 1, 1, figsize=(9, 1.2 + 0.28 * 20 * max(len(rows), 1) / 2), squeeze=False)
+    for ax, (sp, fam, by) in zip(axes[:, 0], rows, strict=False):
+        ms = order_methods(list(by))
+        ys = np.arange(len(ms))
+        for y, m in zip(ys, ms, strict=True):
+            e = by[m]
+            ax.errorbar(
+                e["mean"], y, xerr=[[e["mean"] - e["ci_low"]], [e["ci_high"] - e["mean"]]], fmt="o", color=_color(m)
+            )
+        ax.set_yticks(ys, [method_label(m) for m in ms], fontsize=7)
+        ax.set_xlim(0, 1.02)
+        ax.set_title(f"{sp}: {fam}", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    fig.subplots_adjust(hspace=0.45)  # room for each panel's title under the axis above
+    return _save(fig, path)
+
+
 def plots(cells: dict, summary: dict, out_dir: Path) -> list[Path]:
-    """Write accuracy_by_task.png, growth.png and answers.png under out_dir; return their paths."""
+    """Write accuracy_by_task.png, growth.png, growth_fixed_coverage.png, families.png and answers.png
+    under out_dir; return their paths."""
     out_dir = Path(out_dir)
     return [
         _plot_accuracy(summary, out_dir / "accuracy_by_task.png"),
         _plot_growth(summary, out_dir / "growth.png"),
+        _plot_fixed_coverage(summary, out_dir / "growth_fixed_coverage.png"),
+        _plot_families(summary, out_dir / "families.png"),
         _plot_answers(cells, out_dir / "answers.png"),
     ]

@@ -28,6 +28,7 @@ from mll.bench.methods import find_method, get_method, list_methods, method_labe
 from mll.bench.plots import plots
 from mll.bench.quality import fixed_coverage_table, quality_table
 from mll.bench.readme import README_END, README_START, sync_readme
+from mll.bench.studies import budget_table, sweep_table
 from mll.bench.summary import GROWTH_TOLERANCE, cell_value, checked_cells, summarize, user_tasks
 
 DASH = "–"
@@ -327,6 +328,20 @@ def markdown(cells: dict, summary: dict) -> str:
         "",
         quality_table(summary),
         "",
+        "## Node-data budget",
+        "",
+        "Every model labeled again on at most n probe images per synset (its statistics, gates and stored "
+        "outputs from those alone), then the dev in_domain tasks solved; mean accuracy (mll.bench.studies).",
+        "",
+        budget_table(summary, method_label),
+        "",
+        "## Sensitivity: one solve knob at a time",
+        "",
+        "MLL (inductive) on the dev in_domain tasks with one setting changed, the others as in params.yaml; "
+        "selection time is the plan (matching, CHCO, fitting the combiner), not the models' forward passes.",
+        "",
+        sweep_table(summary),
+        "",
         skipped_line(summary),
         "",
     ]
@@ -362,18 +377,23 @@ def merge_test_cells(cells: dict, test_cells: dict) -> dict:
     }
 
 
-def read_cells(cells_path: Path, test_cells_path: Path | None = None) -> dict:
-    """The cells document, merged with the final-test run's when that file exists."""
+def read_cells(cells_path: Path, test_cells_path: Path | None = None, studies_path: Path | None = None) -> dict:
+    """The cells document, merged with the final-test run's when that file exists, and with the
+    studies' rows (`mll.bench.studies`) under `studies` when that file exists."""
     cells = json.loads(Path(cells_path).read_text())
     if test_cells_path is not None and Path(test_cells_path).is_file():
         cells = merge_test_cells(cells, json.loads(Path(test_cells_path).read_text()))
+    if studies_path is not None and Path(studies_path).is_file():
+        cells = {**cells, "studies": json.loads(Path(studies_path).read_text())}
     return cells
 
 
-def write_report(cells_path: Path, out_dir: Path, test_cells_path: Path | None = None) -> dict:
-    """Read the cells JSON (and the final-test run's, when there is one); write benchmark.json,
-    benchmark.md and plots/*.png under out_dir; return the summary."""
-    cells = read_cells(cells_path, test_cells_path)
+def write_report(
+    cells_path: Path, out_dir: Path, test_cells_path: Path | None = None, studies_path: Path | None = None
+) -> dict:
+    """Read the cells JSON (and the final-test run's and the studies', when there are some); write
+    benchmark.json, benchmark.md and plots/*.png under out_dir; return the summary."""
+    cells = read_cells(cells_path, test_cells_path, studies_path)
     summary = summarize(cells)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -397,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the final-test run's cells JSON (reports/final_test/cells.json), merged when the file exists",
     )
+    p.add_argument(
+        "--studies",
+        type=Path,
+        default=None,
+        help="the studies' rows (reports/benchmark/studies.json: node-data budget, sweeps), when the file exists",
+    )
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (plots go under OUT/plots)")
     p.add_argument(
         "--readme",
@@ -406,10 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     try:
-        summary = write_report(a.cells, a.out, a.test_cells)
+        summary = write_report(a.cells, a.out, a.test_cells, a.studies)
         synced = None
         if a.readme is not None:
-            cells = read_cells(a.cells, a.test_cells)
+            cells = read_cells(a.cells, a.test_cells, a.studies)
             synced = sync_readme(a.readme, readme_block(summary, cells))
     except (OSError, ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         print(f"mll.bench.report: error: {exc}", file=sys.stderr)

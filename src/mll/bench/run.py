@@ -44,6 +44,18 @@ def load_params(params_file: Path | str = "params.yaml") -> BenchmarkParams:
         "they do not depend on the hub, so a sub-hub cannot change them",
     )
     _check_methods("benchmark.user_name_methods", bp.user_name_methods, list_methods())
+    _check_methods(
+        "benchmark.budget_methods",
+        bp.budget_methods,
+        [m for m in list_methods(reference=False) if m not in list_methods(seeded=True)],
+        "the budget study compares zero-shot methods, one run each",
+    )
+    if any(n < 1 for n in bp.node_budget):
+        raise ValueError(f"params: benchmark.node_budget needs sizes >= 1 (images per synset), got {bp.node_budget}")
+    from mll.bench.studies import SWEEPABLE
+
+    if bad := sorted(set(bp.sweep) - set(SWEEPABLE)):
+        raise ValueError(f"params: benchmark.sweep cannot vary {bad}; choose from {', '.join(SWEEPABLE)}")
     if not bp.tasks:
         raise ValueError("params: benchmark.tasks is empty; add at least one task")
     return bp
@@ -60,7 +72,8 @@ def grid(tasks: list[str | BenchTask], bp: BenchmarkParams) -> list[tuple[str, s
     return cells
 
 
-def _cell(task: BenchTask, method: str, seed: int | None = None) -> dict:
+def new_cell(task: BenchTask, method: str, seed: int | None = None) -> dict:
+    """An empty cell of (task, method[, seed]) for a method to fill."""
     return {
         "task": task.name,
         "method": method,
@@ -94,7 +107,7 @@ def run_cell(
 
     t0 = time.perf_counter()
     fn = get_method(method).fn
-    cell = _cell(task, method, seed)
+    cell = new_cell(task, method, seed)
     try:
         fn(CellRun(ctx, task, cache, cell, seed=seed, restrict=restrict, oracle_hub=oracle_hub, probe=probe))
     except MatchError as exc:

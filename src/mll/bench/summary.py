@@ -20,6 +20,7 @@ import numpy as np
 from mll.bench.families import protocol_blocks
 from mll.bench.methods import find_method, order_methods
 from mll.bench.quality import growth_coverage, growth_fixed_coverage, selection_quality
+from mll.bench.studies import summarize_studies
 
 # A growth curve may dip this much between consecutive sizes and still count as non-decreasing
 # (sub-hub sampling noise at the third decimal is not a trend).
@@ -278,6 +279,7 @@ def summarize(cells: dict) -> dict:
         "growth_coverage": growth_coverage(cells),
         "growth_fixed_coverage": growth_fixed_coverage(cells),
         "selection_quality": selection_quality(cells),
+        **summarize_studies(cells.get("studies")),
         "user_names": _user_names_block(cells, methods, everything),
         **protocol_blocks(cells, methods),
     }
