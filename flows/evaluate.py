@@ -60,8 +60,11 @@ def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
     st = _state(paths)
     tasks = bm.base_tasks(st["tasks"])
     rows = bm.growth_cell(st["ctx"], tasks, size, seed, models, st["params"].growth_methods, st["cache"])
+    # a skipped cell (say, INB on a sub-hub without a generalist) has no accuracy: averaged over the rest
     mean = {
-        m: round(sum(r["accuracy"] for r in rows if r["method"] == m) / len(tasks), 3)
+        m: round(sum(vals) / len(vals), 3)
+        if (vals := [r["accuracy"] for r in rows if r["method"] == m and r["accuracy"] is not None])
+        else None
         for m in st["params"].growth_methods
     }
     get_run_logger().info(f"sub-hub size {size} seed {seed} {models}: mean accuracy {mean}")

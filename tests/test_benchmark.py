@@ -43,7 +43,7 @@ def world(tiny_world, tiny_labels, tmp_path_factory):
         "experts:\n  defaults: {arch: test_resnet, epochs: 6, input_size: 16, batch_size: 64, lr: 0.003}\n"
         "solve:\n  device: cpu\n"
         "benchmark:\n  max_per_class: 8\n  random_seeds: 2\n  growth_sizes: [1, 2]\n  growth_seeds: 3\n"
-        "  growth_methods: [mll, uniform]\n  methods: [mll, single, uniform, random, top1, ungated, oracle, clip]\n"
+        "  growth_methods: [mll, uniform, inb]\n  methods: [mll, single, uniform, random, top1, ungated, oracle, clip]\n"
         "  oracles: {digits: {}}\n"
         "  user_names: names.yaml\n  user_name_methods: [mll]\n"
         "  tasks:\n    six: {classes: {'0': {digits: ['0']}, '1': {digits: ['1']}, '2': {digits: ['2']},"
@@ -247,11 +247,10 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
     assert bad["method"] == "mll" and bad["status"] == "failed" and "blorptastic" in bad["reason"]
     assert {g["task"] for g in saved["growth"]} == {"six", "ten"}  # a fold's hub is a sub-hub already
     assert {(g["size"], g["method"]) for g in saved["growth"]} == {
-        (1, "mll"),
-        (1, "uniform"),
-        (2, "mll"),
-        (2, "uniform"),
+        (s, m) for s in (1, 2) for m in ("mll", "uniform", "inb")
     }
+    # the tiny hub has no generalist: INB's growth cells carry no accuracy, and nothing breaks on that
+    assert all(g["accuracy"] is None for g in saved["growth"] if g["method"] == "inb")
     # the studies flow: the node-data budget and a sweep on the in_domain dev tasks, from the same cache
     from flows.studies import studies_flow
 

@@ -35,6 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         LabelingFailed,
         ValueError,
         KeyError,
+        LookupError,  # a solution that is not registered (mll predict)
         FileNotFoundError,
         PermissionError,
         ImageError,

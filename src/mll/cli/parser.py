@@ -155,14 +155,31 @@ def _tasks(sub) -> None:
     ev.add_argument("--device")
     ev.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
     ev.set_defaults(func=_handler("tasks:evaluate"))
-    so = sub.add_parser("solve", parents=[ctxp], help="predict classes for a folder of images zero-shot")
+    ev.add_argument("--save", metavar="NAME", help="also keep the solved task as MLflow model mll-task-NAME@champion")
+    so = sub.add_parser(
+        "solve", parents=[ctxp], help="predict classes for a folder of images zero-shot, or save the solved task"
+    )
     so.add_argument("--classes", required=True, help='comma-separated class names, e.g. "sneaker,bag,7"')
-    so.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    so.add_argument("--out", required=True, help="CSV: path, predicted, score, model")
+    so.add_argument("--images", help="folder of images (searched recursively)")
+    so.add_argument("--out", help="CSV: path, predicted, score, model (with --images)")
+    so.add_argument(
+        "--save",
+        metavar="NAME",
+        help="keep the solved task: register MLflow model mll-task-NAME@champion (self-contained: experts, "
+        "combiner); without --images it is inductive",
+    )
     so.add_argument("--explain", action="store_true")
     so.add_argument("--device")
     so.add_argument("--no-track", action="store_true")
     so.set_defaults(func=_handler("tasks:solve"))
+    pr = sub.add_parser("predict", help="answer a folder of images with a saved solution (mll solve --save)")
+    pr.add_argument("--solution", required=True, metavar="NAME", help="the saved solution (mll-task-NAME@champion)")
+    pr.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    pr.add_argument("--out", required=True, help="CSV: path, predicted, probability, model")
+    pr.add_argument("--hub", default="models", help="refuse when this hub's copies of the experts changed")
+    pr.add_argument("--allow-stale", action="store_true", help="use the saved experts even if the hub's changed")
+    pr.add_argument("--device")
+    pr.set_defaults(func=_handler("tasks:predict_saved"))
 
 
 def _data(sub) -> None:

@@ -75,6 +75,10 @@ def match(a: argparse.Namespace) -> int:
 
 def evaluate(a: argparse.Namespace) -> int:
     ctx = _context(a)
+    if a.save:
+        from mll.serve.registry import model_name
+
+        model_name(a.save)  # a bad name fails before the evaluation
     with tqdm(desc="run models", unit="model", leave=False) as bar:
         rep = evaluate_folder(ctx, Path(a.task_dir), progress=bar.update)
     print(f"accuracy {rep['accuracy']:.4f} on {rep['n_images']} images ({len(rep['per_class'])} classes)")
@@ -105,23 +109,104 @@ def evaluate(a: argparse.Namespace) -> int:
             rep["details"],
             {"accuracy": rep["accuracy"], "n_images": rep["n_images"]},
         )
+    if a.save:  # the inductive solution of these class names (the task's images are not baked in)
+        from mll.solve.task import plan
+
+        _save(ctx, plan(ctx, list(rep["per_class"])), a.save)
     return 0
+
+
+def _save(ctx: Context, p, name: str) -> None:
+    """Keep plan `p` as solution `name`: a self-contained folder, logged and registered in MLflow
+    as `mll-task-NAME` with alias `champion` (`mll.serve`)."""
+    import tempfile
+    import time
+
+    from mll.serve.registry import model_name, register_solution
+    from mll.serve.solution import save_solution
+
+    model_name(name)  # a bad name fails before any work
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mll-solution-") as tmp:
+        folder = save_solution(ctx, p, name, Path(tmp) / name)
+        info = register_solution(folder, name)
+    est = p.selection.estimated_accuracy
+    print(
+        f"saved solution {name}: registered {info['name']} version {info['version']} as @champion "
+        f"({len(p.combiner.models) if p.combiner else 0} experts, estimated accuracy "
+        f"{'-' if est is None else f'{est:.3f}'}, {time.perf_counter() - t0:.1f} s); serve it with\n"
+        f"  mlflow models serve -m {info['uri']} --env-manager local -h 127.0.0.1 -p 5001"
+    )
 
 
 def solve(a: argparse.Namespace) -> int:
     names = [c.strip() for c in a.classes.split(",")]
+    if not a.images and not a.save:
+        raise ValueError("give --images DIR (and --out CSV) to predict, or --save NAME to keep the solved task")
+    if a.images and not a.out:
+        raise ValueError("--images needs --out CSV for the predictions")
     ctx = _context(a)
+    if not a.images:  # inductive: the selection and combiner need no images
+        from mll.solve.task import plan
+
+        p = plan(ctx, names)
+        if a.explain:
+            _print_selection(p.selection.to_dict(), True)
+        _save(ctx, p, a.save)
+        return 0
     with tqdm(desc="run models", unit="model", leave=False) as bar:
         rows, p = solve_folder(ctx, names, Path(a.images), progress=bar.update)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(a.out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "predicted", "score", "model"])
-        w.writeheader()
-        w.writerows(rows)
+    _write_rows(rows, Path(a.out), ["path", "predicted", "score", "model"])
     print(f"wrote {len(rows)} predictions to {a.out}")
     selection = p.selection.to_dict()
     if a.explain:
         _print_selection(selection, True)
     if not a.no_track:
         log_task_run("solve", p.names, {m.name: m.synset for m in p.matches}, selection, {"n_images": len(rows)})
+    if a.save:
+        _save(ctx, p, a.save)  # adapted to these images when solve.adapt is on (recorded in the solution)
+    return 0
+
+
+def _write_rows(rows: list[dict], out: Path, fields: list[str]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def predict_saved(a: argparse.Namespace) -> int:
+    """`mll predict --solution NAME --images DIR --out CSV`: the registered solution's answers."""
+    import time
+
+    from mll.serve.pyfunc import SolutionModel
+    from mll.serve.registry import load_solution_model, model_name
+    from mll.solve.folders import list_images, open_images
+
+    model = load_solution_model(a.solution)
+    inner: SolutionModel = model.unwrap_python_model()
+    stale = inner.solution.stale_experts(Path(a.hub)) if Path(a.hub).is_dir() and not a.allow_stale else {}
+    if stale:
+        what = ", ".join(f"{m} ({why})" for m, why in sorted(stale.items()))
+        classes = ",".join(inner.solution.classes)
+        raise ValueError(
+            f"solution {a.solution} was saved with experts that changed in {a.hub}: {what}; re-solve it with "
+            f'`mll solve --classes "{classes}" --save {a.solution}` (or --allow-stale to use the saved copies)'
+        )
+    paths = list_images(Path(a.images))
+    images, ok, skipped = open_images(paths)
+    t0 = time.perf_counter()
+    answers = inner.solution.answer(images, device=a.device or "cpu") if images else []
+    rows = [
+        {"path": paths[i], "predicted": r["predicted"], "probability": round(r["probability"], 4), "model": r["model"]}
+        for i, r in zip(ok, answers, strict=True)
+    ]
+    for path, why in skipped.items():
+        rows.append({"path": path, "predicted": "", "probability": float("nan"), "model": f"skipped: {why}"})
+    _write_rows(rows, Path(a.out), ["path", "predicted", "probability", "model"])
+    print(
+        f"{model_name(a.solution)}@champion: wrote {len(rows)} predictions to {a.out} "
+        f"({len(images)} images in {time.perf_counter() - t0:.1f} s, {len(skipped)} unreadable)"
+    )
     return 0

@@ -15,7 +15,7 @@ from mll.data.images import ImageError, open_image
 from mll.solve.task import Context, Plan, answering_model, evaluate, plan, predict, with_adaptation
 
 
-def _open_all(paths: Sequence[str]) -> tuple[list[Image.Image], list[int], dict[str, str]]:
+def open_images(paths: Sequence[str]) -> tuple[list[Image.Image], list[int], dict[str, str]]:
     images, ok, skipped = [], [], {}
     for i, p in enumerate(paths):
         try:
@@ -30,7 +30,7 @@ def evaluate_folder(ctx: Context, task_dir: Path, progress=None) -> dict:
     """`mll eval`: an ImageFolder whose sub-folder names are the class names -> accuracy report."""
     ds = image_folder(Path(task_dir))
     p = plan(ctx, list(ds.class_names))
-    images, ok, skipped = _open_all(ds.uris)
+    images, ok, skipped = open_images(ds.uris)
     if not images:
         raise ValueError(f"{task_dir}: no readable image ({len(skipped)} unreadable)")
     rep = evaluate(ctx, p, images, ds.labels[ok], progress)
@@ -51,7 +51,7 @@ def solve_folder(ctx: Context, class_names: Sequence[str], images_dir: Path, pro
     """`mll solve`: predictions for every image under `images_dir`."""
     p = plan(ctx, class_names)
     paths = list_images(images_dir)
-    images, ok, skipped = _open_all(paths)
+    images, ok, skipped = open_images(paths)
     if not images:
         probs = np.zeros((0, len(p.names)))
     else:
