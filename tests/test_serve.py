@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -130,22 +131,17 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_over_http(saved, test_images, tmp_path):
-    from mll.serve.registry import register_solution
-
+@contextlib.contextmanager
+def served(uri: str, tracking_uri: str):
+    """`mlflow models serve -m URI --env-manager local` on a free port of 127.0.0.1; yields the
+    /invocations URL once /ping answers, stops the server after."""
     # the server runs `uvicorn` from PATH: the environment's own bin folder first, as an activated venv has it
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PATH": path}
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    try:
-        register_solution(saved[1], "served")
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [str(mlflow_bin), "models", "serve", "-m", "models:/mll-task-served@champion", "--env-manager", "local",
+        [str(mlflow_bin), "models", "serve", "-m", uri, "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -161,9 +157,27 @@ def test_mlflow_models_serve_answers_over_http(saved, test_images, tmp_path):
             if server.poll() is not None or time.time() > deadline:
                 raise AssertionError(f"server did not start: {server.stderr.read().decode()[-2000:]}")
             time.sleep(1)
+        yield f"http://127.0.0.1:{port}/invocations"
+        assert server.poll() is None  # bad requests never take the server down
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _split(images) -> dict:
+    return {"dataframe_split": {"columns": ["image"], "data": [[_b64(im)] for im in images]}}
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_over_http(saved, test_images, tmp_path, monkeypatch):
+    from mll.serve.registry import register_solution
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    register_solution(saved[1], "served")
+    with served("models:/mll-task-served@champion", tracking) as url:
         images, y = test_images
-        url = f"http://127.0.0.1:{port}/invocations"
-        status, body = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[_b64(im)] for im in images]}})
+        status, body = _post(url, _split(images))
         assert status == 200
         preds = pd.DataFrame(body["predictions"])
         assert (preds["predicted"].map(CLASSES.index) == np.asarray(y)).mean() > 0.6
@@ -173,10 +187,50 @@ def test_mlflow_models_serve_answers_over_http(saved, test_images, tmp_path):
         ):
             status, body = _post(url, bad)
             assert 400 <= status < 500 and why in body.get("message", "")
-        assert server.poll() is None  # bad requests never take the server down
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (ROOT / "labels" / ".index").is_dir() or not (ROOT / "data" / "splits" / "target_test.parquet").is_file(),
+    reason="needs the demo's hub and labels: run `make demo` first",
+)
+def test_the_demo_task_is_served_over_http(tmp_path, monkeypatch, capsys):
+    """The README's path on the real hub: `mll solve --classes "sneaker,bag,trouser" --save demo-task`,
+    then `mlflow models serve` answers Fashion-MNIST target_test images of those classes."""
+    from mll.cli import main
+    from mll.data.images import open_image
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a throwaway registry: the project's is left alone
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    where = ["--hub", str(ROOT / "models"), "--labels", str(ROOT / "labels"), "--sdag", str(ROOT / "data" / "sdag")]
+    assert (
+        main(
+            [
+                "solve",
+                "--classes",
+                "sneaker,bag,trouser",
+                "--save",
+                "demo-task",
+                *where,
+                "--params",
+                str(ROOT / "params.yaml"),
+            ]
+        )
+        == 0
+    )
+    assert "registered mll-task-demo-task version 1 as @champion" in capsys.readouterr().out
+    test = pd.read_parquet(ROOT / "data" / "splits" / "target_test.parquet")
+    test = test[(test["dataset"] == "fashion_mnist") & test["class_name"].isin(["Sneaker", "Bag", "Trouser"])]
+    test = test.groupby("class_name").head(10)
+    images = [open_image(u) for u in test["uri"]]
+    with served("models:/mll-task-demo-task@champion", tracking) as url:
+        status, body = _post(url, _split(images))
+    assert status == 200
+    predicted = pd.DataFrame(body["predictions"])["predicted"]
+    assert (predicted.to_numpy() == test["class_name"].str.lower().to_numpy()).mean() >= 0.9
 
 
 def test_cli_solve_save_then_predict_and_refuse_a_changed_hub(
