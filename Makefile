@@ -26,7 +26,7 @@ system:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[pipeline,dev]"
 	@touch $@
 
 demo: setup clipart  ## run the whole pipeline (dvc repro) on the embedded demo, benchmark and report included

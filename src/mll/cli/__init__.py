@@ -51,6 +51,11 @@ def _err_text(exc: BaseException) -> str:
     return " ".join(str(msg).split())
 
 
+# the MLOps stack, installed by the `pipeline` extra (pyproject.toml): matching, solving, labeling
+# and predicting need none of it; tracking, validation, serving and the flows do
+PIPELINE_PACKAGES = ("prefect", "prefect_dask", "mlflow", "dvc", "great_expectations")
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
     parser = build_parser()
@@ -59,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except _user_errors() as exc:
         print(f"mll: error: {_err_text(exc)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in PIPELINE_PACKAGES:
+            raise
+        tracking_only = root == "mlflow" and hasattr(args, "no_track") and not getattr(args, "save", None)
+        hint = " (or pass --no-track to skip the MLflow run)" if tracking_only else ""
+        print(
+            f"mll: error: this command needs {root}, part of the pipeline extra: pip install -e '.[pipeline]'{hint}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("mll: interrupted", file=sys.stderr)
