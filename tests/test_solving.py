@@ -171,6 +171,40 @@ def test_uncovered_class_with_a_tiny_open_clip_patch(ctx, tiny_world, tiny_clip)
     assert probs.shape == (5, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5) and (probs[:, 2] > 0).all()
 
 
+def test_open_clip_patch_from_a_local_dir_uses_the_librarys_classifier_builder(tiny_clip, tmp_path, tiny_world):
+    """A tiny open_clip model saved to disk as open_clip lays it out (open_clip_config.json +
+    open_clip_model.safetensors) and loaded through `local-dir:`; its zero-shot head is each class's
+    normalised prompt embeddings over open_clip's templates, averaged and normalised."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from mll.config import PatchParams
+    from mll.solve.patch import ClipPatch, templates
+
+    name, ckpt = tiny_clip
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    cfg = open_clip.get_model_config(name)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file(
+        {k: v.contiguous() for k, v in torch.load(ckpt, weights_only=True).items()},
+        folder / "open_clip_model.safetensors",
+    )
+    patch = ClipPatch(PatchParams(model=f"local-dir:{folder}", device="cpu", templates="simple"))
+    head = patch.text_head(["fire_truck", "cat"])
+    tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    with torch.inference_mode():
+        e = patch.model.encode_text(tok([t("cat") for t in templates("simple")])).float()
+    e = torch.nn.functional.normalize(e, dim=-1).mean(0)
+    assert head.shape == (32, 2) and np.allclose(head[:, 1], (e / e.norm()).numpy(), atol=1e-5)
+    probs = patch.probs([open_image(u) for u in tiny_world["test"]["uri"][:3]], ["fire_truck", "cat"])
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert len(templates("openai")) == 80 and len(templates("simple")) == 7
+    with pytest.raises(ValueError, match="templates: 'fancy' is not one of simple, openai"):
+        ClipPatch(PatchParams(model=f"local-dir:{folder}", device="cpu", templates="fancy"))
+
+
 def task_folder(test: pd.DataFrame, folders: dict[str, str], root):
     """An ImageFolder of the test images of `folders` (class name -> folder name as a user types it)."""
     rows = test[test["class_name"].isin(list(folders))]

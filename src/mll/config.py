@@ -160,6 +160,7 @@ class PatchParams:
     pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
     device: str = "auto"
     kind: str = "open_clip"  # a key of mll.solve.patch.PATCHES: open_clip | backoff | none
+    templates: str = "simple"  # open_clip's prompt templates: simple (7) | openai (80)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,18 @@ from PIL import Image
 
 from mll.config import PatchParams
 
-TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.")
+TEMPLATE_SETS = ("simple", "openai")  # solve.patch.templates
+
+
+def templates(name: str) -> tuple:
+    """open_clip's own prompt templates: `openai` (the 80 of CLIP's ImageNet evaluation) or `simple`
+    (open_clip's 7-template subset of them, about 11x cheaper per class at the same order of
+    accuracy, the default)."""
+    import open_clip
+
+    if name not in TEMPLATE_SETS:
+        raise ValueError(f"solve.patch.templates: {name!r} is not one of {', '.join(TEMPLATE_SETS)}")
+    return tuple(open_clip.OPENAI_IMAGENET_TEMPLATES if name == "openai" else open_clip.SIMPLE_IMAGENET_TEMPLATES)
 
 
 class ClipPatch:
@@ -55,20 +66,23 @@ class ClipPatch:
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(cfg.model)
         self._torch = torch
+        self.templates = templates(cfg.templates)
         self.name = f"{cfg.model}:{cfg.pretrained or ''}"
 
     def text_head(self, class_names: Sequence[str]) -> np.ndarray:
-        """(D, K) normalised class embeddings averaged over prompt templates."""
-        torch = self._torch
-        with torch.inference_mode():
-            cols = []
-            for name in class_names:
-                tok = self.tokenizer([t.format(name.replace("_", " ")) for t in TEMPLATES]).to(self.device)
-                e = self.model.encode_text(tok).float()
-                e = e / e.norm(dim=-1, keepdim=True)
-                e = e.mean(0)
-                cols.append((e / e.norm()).cpu().numpy())
-        return np.stack(cols, axis=1)
+        """(D, K) zero-shot head from open_clip's classifier builder: each class's prompt embeddings
+        normalised, averaged over the templates and normalised again."""
+        import open_clip
+
+        head = open_clip.build_zero_shot_classifier(
+            self.model,
+            tokenizer=self.tokenizer,
+            classnames=[n.replace("_", " ") for n in class_names],
+            templates=self.templates,
+            num_classes_per_batch=10,
+            device=self.device,
+        )
+        return head.float().cpu().numpy()
 
     def probs(self, images: Sequence[Image.Image], class_names: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(N, K) zero-shot probabilities over `class_names`."""
