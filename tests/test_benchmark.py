@@ -180,6 +180,29 @@ def test_oracle_is_trained_on_the_tasks_own_data(world, six, tmp_path):
         train_oracle("mnist", world["params"], world["train"], tmp_path / "oracles")
 
 
+def test_an_oracle_that_would_be_a_hub_expert_is_refused(world, tmp_path):
+    """An oracle trained like a hub expert on the same data and classes is that expert: refused
+    before training, with the setting to change."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        world["params"]
+        .read_text()
+        .replace(
+            "experts:\n",
+            "experts:\n  trained:\n    digits-all: {dataset: digits, classes: ['9', '8', '7', '6', '5', '4', '3', "
+            "'2', '1', '0'], epochs: 6}\n",
+            1,
+        )
+    )
+    with pytest.raises(
+        ValueError, match=r"equal hub expert digits-all's .* benchmark\.oracles\.digits \(say seed: 1\)"
+    ):
+        train_oracle("digits", params, world["train"], tmp_path / "oracles", log=lambda *_: None)
+    assert not (tmp_path / "oracles").exists()  # refused before any training
+    params.write_text(params.read_text().replace("oracles: {digits: {}}", "oracles: {digits: {seed: 1}}"))
+    assert train_oracle("digits", params, world["train"], tmp_path / "oracles", log=lambda *_: None).num_classes == 10
+
+
 def test_sub_hubs_and_growth(world, six, small_sdag):
     subs = sub_hubs(["a", "b", "c"], (1, 2, 3), seeds=5, seed=0)
     assert [s for s, _, _ in subs].count(3) == 1  # the whole hub is one sub-hub, not five copies

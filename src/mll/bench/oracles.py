@@ -23,6 +23,20 @@ def oracle_name(dataset: str) -> str:
 
 
 # --- oracle experts ---------------------------------------------------------------------------------
+def hub_twin(spec, params) -> str | None:
+    """The hub expert (`experts.trained`) that the oracle `spec` would reproduce: same dataset, the
+    same classes (in any order) and the same training settings, so the same rows and weights. An
+    oracle that is a hub member measures that member, not an upper limit."""
+    from dataclasses import replace
+
+    mine = replace(spec, name="", classes=tuple(sorted(spec.classes)))
+    for name, entry in params.experts.trained.items():
+        other = spec_from_params(name, entry, params.experts.defaults)
+        if replace(other, name="", classes=tuple(sorted(other.classes))) == mine:
+            return name
+    return None
+
+
 def train_oracle(dataset: str, params_file: Path | str, manifest: Path, out_root: Path, log=print) -> ExpertCard:
     """Train the oracle expert for `dataset` (a key of `benchmark.oracles`) into `out_root`."""
     bp = load_section("benchmark", params_file)
@@ -34,7 +48,14 @@ def train_oracle(dataset: str, params_file: Path | str, manifest: Path, out_root
         raise ValueError(f"oracle {dataset}: no expert_train images (is it under data.datasets?)")
     classes = list(rows.drop_duplicates("class_name").sort_values("label")["class_name"])
     entry = TrainedExpertParams(dataset=dataset, classes=tuple(classes), **bp.oracles[dataset].given())
-    spec = spec_from_params(oracle_name(dataset), entry, load_params(params_file).experts.defaults)
+    params = load_params(params_file)
+    spec = spec_from_params(oracle_name(dataset), entry, params.experts.defaults)
+    if twin := hub_twin(spec, params):
+        raise ValueError(
+            f"oracle {dataset}: its training settings equal hub expert {twin}'s (same data, classes and "
+            f"settings), so it would be that expert; give it its own under benchmark.oracles.{dataset} "
+            f"(say seed: {spec.seed + 1})"
+        )
     with start_run("experts", spec.name, enabled=bp.track) as tracker:
         card = train_expert(spec, rows, Hub(Path(out_root)), tracker, log=log)
     log(f"{spec.name}: val accuracy {card.provenance['metrics']['val_accuracy']:.3f} on {len(classes)} classes")
