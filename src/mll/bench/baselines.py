@@ -43,20 +43,10 @@ class NodeDataFit:
     predictions: np.ndarray  # task class index per test image (-1: no class had node images)
 
 
-def stratified_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """A fold index per sample: each class's samples dealt round-robin over `k` folds after a seeded
-    shuffle, so every fold holds every class with at least `k` samples."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=int)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        fold[rng.permutation(idx)] = np.arange(len(idx)) % k
-    return fold
-
-
 def cv_accuracy(x: np.ndarray, y: np.ndarray, folds: int, C: float, seed: int = 0) -> float:
     """Mean held-out accuracy of `LogReg(C)` over stratified folds (NaN when a fold lacks 2 classes)."""
     from mll.solve.logreg import LogReg
+    from mll.solve.rerank import stratified_folds
 
     fold = stratified_folds(y, folds, seed)
     hits, n = 0, 0

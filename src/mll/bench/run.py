@@ -263,18 +263,24 @@ def load_state(
 def task_context(state: dict, task: BenchTask, log=print) -> Context:
     """The context `task` is solved in: the hub's, or its fold's (labeled once per fold and process;
     see `mll.bench.folds`)."""
-    from mll.bench.folds import fold_context
-    from mll.config import LabelParams
 
     if task.fold is None:
         return state["ctx"]
+    return state_fold_context(state, task.fold, log)
+
+
+def state_fold_context(state: dict, fold, log=print) -> Context:
+    """The solve context of `fold` (`mll.bench.folds.Fold`), labeled once per fold and process and
+    kept in `state` (leave-one-domain-out tasks and the node-data budget share this)."""
+    from mll.bench.folds import fold_context
+    from mll.config import LabelParams
+
     with state["fold_lock"]:
-        key = task.fold.key
-        if key not in state["folds"]:
+        if fold.key not in state["folds"]:
             paths = state["paths"]
             lp = load_section("label", paths["params_file"])
-            state["folds"][key] = fold_context(
-                task.fold,
+            state["folds"][fold.key] = fold_context(
+                fold,
                 state["ctx"],
                 hub_root=Path(paths["hub"]),
                 probe_path=Path(paths["probe"]),
@@ -283,7 +289,7 @@ def task_context(state: dict, task: BenchTask, log=print) -> Context:
                 params=LabelParams(**{**lp.__dict__, "track": False}),
                 log=log,
             )
-        return state["folds"][key]
+        return state["folds"][fold.key]
 
 
 def cells_document(state: dict, cells: list[dict], growth: list[dict], seconds: float) -> dict:

@@ -32,25 +32,10 @@ def study_tasks(state: dict) -> list:
 def budget_context(state: dict, n: int, log=print):
     """The solve context with every model labeled on at most `n` probe images per synset (cached per
     process and, as fold labels, on disk)."""
-    from mll.bench.folds import Fold, fold_context
-    from mll.config import LabelParams, load_section
+    from mll.bench.folds import Fold
+    from mll.bench.run import state_fold_context
 
-    fold = Fold((), per_synset=n)
-    with state["fold_lock"]:
-        if fold.key not in state["folds"]:
-            paths = state["paths"]
-            lp = load_section("label", paths["params_file"])
-            state["folds"][fold.key] = fold_context(
-                fold,
-                state["ctx"],
-                hub_root=Path(paths["hub"]),
-                probe_path=Path(paths["probe"]),
-                sdag_path=Path(paths["sdag"]),
-                out_root=Path(paths["folds"]),
-                params=LabelParams(**{**lp.__dict__, "track": False}),
-                log=log,
-            )
-        return state["folds"][fold.key]
+    return state_fold_context(state, Fold((), per_synset=n), log)
 
 
 def _row(cell: dict, **extra: Any) -> dict:
