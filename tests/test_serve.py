@@ -280,3 +280,26 @@ def test_cli_solve_save_then_predict_and_refuse_a_changed_hub(
     assert main(["predict", "--solution", "nope", "--images", str(folder), "--out", str(csv_out)]) == 2
     assert main(["solve", "--classes", "0,1", *where]) == 2  # neither --images nor --save
     assert main(["solve", "--classes", "0,1", "--save", "bad name!", *where]) == 2
+
+
+def test_a_solution_with_a_semantic_patch_predicts_like_the_plan(ctx, test_images, tmp_path, monkeypatch):
+    """A class answered by the semantic patch is kept with its embeddings and calibration, and the
+    saved folder answers exactly as the plan (the patch's generalists are saved as experts)."""
+    from dataclasses import replace
+
+    from mll.config import PatchParams
+    from mll.solve import semantic
+    from mll.solve.masking import HeadMask
+
+    monkeypatch.setattr(semantic, "GENERALIST_MIN_CLASSES", 3)  # the tiny experts count as generalists
+    cfg = replace(ctx.cfg, adapt=False, patch=PatchParams(kind="semantic", device="cpu"))
+    three = ctx.matcher.match(["3"])[0].synset
+    p = plan(ctx, CLASSES, cfg=cfg, mask=HeadMask.of([three]))
+    assert p.semantic is not None and p.uncovered == [3]
+    images, _ = test_images
+    expected, _ = predict(ctx, p, images)
+    sol = Solution.load(save_solution(ctx, p, "digits-masked", tmp_path / "digits-masked"))
+    assert sol.semantic is not None and set(sol.semantic.models) <= set(sol.doc["experts"])
+    assert sol.combiner.masked == p.combiner.masked
+    assert np.allclose(sol.predict(images), expected, atol=1e-6)
+    assert (sol.predict(images)[:, 3] > 0).all()

@@ -159,8 +159,12 @@ class PatchParams:
     model: str | None = None  # open_clip architecture, or local-dir:PATH
     pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
     device: str = "auto"
-    kind: str = "open_clip"  # a key of mll.solve.patch.PATCHES: open_clip | backoff | none
+    kind: str = "open_clip"  # a key of mll.solve.patch.PATCHES: semantic | open_clip | backoff | none
     templates: str = "simple"  # open_clip's prompt templates: simple (7) | openai (80)
+    # the semantic patch (mll.solve.semantic): ConSE over the best generalists' top_t head classes
+    generalists: int = 1  # generalists used, best label first
+    top_t: int = 10  # head classes per image whose embeddings are averaged
+    tau: float = 0.05  # softmax temperature over cosine similarities, until node images calibrate it
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class SolveParams:
     use_gates: bool = True  # False: the combiner without gates (no gate features, no gate weights)
     temperature: str = "full"  # logits / T_m before subtree sums: none | full (heads stored in full) | all
     max_backoff_hops: int = 4  # without a patch, an uncovered class backs off to a head at most this far
+    warn_below: float = 0.7  # `mll eval`/`mll solve` warn about a class whose estimated accuracy is lower
     adapt: bool = True  # reweight node data towards the task's images before predicting (mll.solve.adaptation)
     rerank: int = 8  # candidate selections re-scored by the combined, cross-fitted objective (0: proxy alone)
     rerank_min_z: float = 1.5  # a candidate must beat the proxy optimum by this many standard errors
@@ -187,6 +192,15 @@ class SolveParams:
 
 
 # --- the benchmark ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaskedParams:
+    """The masked-coverage family (mll.bench.masked): hidden subsets per task and the patch kinds."""
+
+    sizes: tuple[int, ...] = (1, 2, 3)  # classes hidden at once
+    subsets: int = 2  # subsets per size at most (seeded per task); 0 turns the family off
+    kinds: tuple[str, ...] = ("semantic", "backoff", "none")  # patch kinds compared
+
+
 @dataclass(frozen=True)
 class BenchmarkParams:
     max_per_class: int = 40  # images per class at most (the ImageNet experts cost ~0.2 s an image on 2 cores)
@@ -206,6 +220,7 @@ class BenchmarkParams:
     node_budget: tuple[int, ...] = (1, 3, 10, 30)  # probe images per synset the labels are made on
     budget_methods: tuple[str, ...] = ("mll", "node_data")
     sweep: dict[str, list] = field(default_factory=dict)  # solve knob -> values, one knob at a time
+    masked: MaskedParams = field(default_factory=MaskedParams)  # the masked-coverage family
 
 
 @dataclass(frozen=True)

@@ -17,24 +17,6 @@ from mll.hub.backbones import FeatureCache
 
 
 # --- INB: the hub's best generalist by its labels ----------------------------------------------------
-def generalists(cards: dict, summaries, min_classes: int) -> list[str]:
-    """The hub's generalists, best first by their label's measured in-domain top-1 accuracy
-    (task-agnostic, like LOVM's ImageNet-best ranking); ties by name.
-
-    A generalist is a model whose card says `domain: general` and whose head has at least
-    `min_classes` classes; without any `general` card, every head that wide. A wide head cut from a
-    generalist for one domain (the ImageNet containers, say) is that domain's expert, not a generalist."""
-    wide = [m for m, c in cards.items() if c.num_classes >= min_classes]
-    if any(cards[m].domain == "general" for m in wide):
-        wide = [m for m in wide if cards[m].domain == "general"]
-
-    def acc(m: str) -> float:
-        v = (summaries.get(m) or {}).get("in_domain_accuracy")
-        return float(v) if isinstance(v, (int, float)) else -1.0
-
-    return sorted(wide, key=lambda m: (-acc(m), m))
-
-
 # --- node_data: logistic regression on frozen backbone features of the node images ------------------
 @dataclass(frozen=True)
 class NodeDataFit:

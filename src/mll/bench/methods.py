@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mll.bench.oracles import oracle_name
+from mll.solve.semantic import GENERALIST_MIN_CLASSES
 
 if TYPE_CHECKING:  # solving imports torch: the report reads this registry without it
     from mll.bench.tasks import BenchTask
@@ -334,7 +335,7 @@ def _hindsight(run: CellRun) -> None:
 
 
 PLAIN_MEAN = {"use_gates": False, "combiner": "statistics"}  # mean of P_m(t_k|x) over a class's heads
-INB_MIN_CLASSES = 100  # a generalist's head has at least this many classes (the ImageNet heads: 1000)
+INB_MIN_CLASSES = GENERALIST_MIN_CLASSES  # a generalist's head has at least this many classes
 
 
 @register_method(
@@ -365,7 +366,7 @@ def _random(run: CellRun) -> None:
 
 
 def _inb(run: CellRun, k: int) -> None:
-    from mll.bench.baselines import generalists
+    from mll.solve.semantic import generalists
 
     index = run.ctx.index if run.restrict is None else run.ctx.index.subset(run.restrict)
     ranked = generalists({m: run.ctx.cards[m] for m in index.models}, index.summaries, INB_MIN_CLASSES)

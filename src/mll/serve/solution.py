@@ -4,6 +4,8 @@ the SDAG, in one self-contained folder.
     solution.json            class names, matched synsets, the selection, the combiner's structure,
                              the patch settings, and each expert's card and weights hashes
     combiner.safetensors     the fitted stacking regression (coef, intercept, classes), when there is one
+    semantic.safetensors     the semantic patch's embeddings (task classes, each generalist's head
+                             classes), when it answers uncovered classes (its settings: solution.json)
     experts/<model>/         each selected expert's card.yaml and weights (heads on a shared backbone
                              name it; the backbone's weights come from its package, once for all heads)
     summaries/<model>.json   each expert's label summary: the stored-output form, temperature and gate
@@ -45,8 +47,9 @@ def save_solution(ctx, p, name: str, out: Path) -> Path:
     (out / "summaries").mkdir()
     comb = p.combiner
     models = list(comb.models) if comb is not None else []
+    sem = getattr(p, "semantic", None)
     experts = {}
-    for m in models:
+    for m in dict.fromkeys([*models, *(sem.models if sem is not None else [])]):
         card = ctx.cards[m]
         src = ctx.hub.root / m
         dst = out / "experts" / m
@@ -66,6 +69,10 @@ def save_solution(ctx, p, name: str, out: Path) -> Path:
             },
             str(out / "combiner.safetensors"),
         )
+    if sem is not None:
+        tensors = {"class_emb": np.ascontiguousarray(sem.class_emb, dtype=np.float32)}
+        tensors |= {f"head_emb.{m}": np.ascontiguousarray(e, dtype=np.float32) for m, e in sem.head_emb.items()}
+        save_file(tensors, str(out / "semantic.safetensors"))
     doc = {
         "version": SOLUTION_VERSION,
         "name": name,
@@ -87,9 +94,21 @@ def save_solution(ctx, p, name: str, out: Path) -> Path:
             "gated": comb.gated,
             "temps": comb.temps,
             "stacked": list(comb.stacked),
+            "masked": comb.masked,
         },
         "cols": [[m, node, list(map(int, c))] for (m, node), c in p.cols.items()],
         "patch": (p.cfg or ctx.cfg).patch.__dict__,
+        "semantic": None
+        if sem is None
+        else {
+            "models": list(sem.models),
+            "uncovered": list(sem.uncovered),
+            "top_t": sem.top_t,
+            "tau": sem.tau,
+            "gain": list(sem.gain),
+            "masked": sem.masked,
+            "calibration": sem.calibration,
+        },
         "batch_size": (p.cfg or ctx.cfg).batch_size,
         "adaptation": p.adaptation,
         "experts": experts,
@@ -106,6 +125,7 @@ class Solution:
     doc: dict
     combiner: object | None
     cols: dict
+    semantic: object | None = None  # the fitted semantic patch (mll.solve.semantic.SemanticPatch)
 
     @property
     def name(self) -> str:
@@ -145,6 +165,7 @@ class Solution:
                 gated=c["gated"],
                 temps={k: float(v) for k, v in c["temps"].items()},
                 stacked=list(c["stacked"]),
+                masked={m: list(v) for m, v in (c.get("masked") or {}).items()},
             )
             if (root / "combiner.safetensors").is_file():
                 state = load_file(str(root / "combiner.safetensors"))
@@ -152,7 +173,23 @@ class Solution:
                 clf.coef_, clf.intercept_, clf.classes_ = state["coef"], state["intercept"], state["classes"]
                 comb.clf = clf
         cols = {(m, node): list(ix) for m, node, ix in doc["cols"]}
-        return cls(root, doc, comb, cols)
+        sem = None
+        if doc.get("semantic"):
+            from mll.solve.semantic import SemanticPatch
+
+            d, state = doc["semantic"], load_file(str(root / "semantic.safetensors"))
+            sem = SemanticPatch(
+                list(d["models"]),
+                {m: state[f"head_emb.{m}"] for m in d["models"]},
+                state["class_emb"],
+                list(d["uncovered"]),
+                top_t=int(d["top_t"]),
+                tau=float(d["tau"]),
+                gain=tuple(float(v) for v in d["gain"]),
+                masked={m: list(c) for m, c in d["masked"].items()},
+                calibration=d.get("calibration") or {},
+            )
+        return cls(root, doc, comb, cols, sem)
 
     def stale_experts(self, hub_root: Path) -> dict[str, str]:
         """{model: why} for the experts whose card or weights in the hub at `hub_root` differ from the
@@ -182,17 +219,24 @@ class Solution:
         k = len(self.classes)
         covered, uncovered = self.doc["covered"], self.doc["uncovered"]
         p_exp = np.zeros((len(images), len(covered)))
-        if self.combiner is not None and covered and len(images):
-            models = sorted(self.combiner.models)
+        need = [] if self.combiner is None or not covered else list(self.combiner.models)
+        if self.semantic is not None and uncovered:
+            need += self.semantic.models
+        logp: dict = {}
+        if need and len(images):  # each expert runs once, for the combiner and the patch alike
+            models = sorted(set(need))
             loaders = {m: (lambda m=m: load_expert(self.root / "experts" / m, device=device)) for m in models}
             summaries = {m: json.loads((self.root / "summaries" / f"{m}.json").read_text()) for m in models}
             logp, gates, _ = run_models(list(images), loaders, summaries, int(self.doc.get("batch_size") or 64))
+        if self.combiner is not None and covered and len(images):
             probs = self.combiner.predict_proba(logp, gates, self.cols)
             for j, cls in enumerate(self.combiner.classes):
                 p_exp[:, covered.index(cls)] = probs[:, j]
         p_clip = None
         patch_cfg = PatchParams(**self.doc["patch"])
-        if uncovered and len(images) and patch_active(patch_cfg):
+        if self.semantic is not None and uncovered and len(images):
+            p_clip = self.semantic.probs(logp, p_exp)
+        elif uncovered and len(images) and patch_active(patch_cfg) and patch_cfg.kind != "semantic":
             p_clip = load_patch(patch_cfg).probs(list(images), self.classes)
         return fuse(p_exp, covered, p_clip, uncovered if p_clip is not None else [], k)
 

@@ -122,6 +122,8 @@ def select(
     time_limit: float = 30.0,
     temperature: str = "none",
     rerank: Rerank | None = None,
+    masked: dict[str, list[int]] | None = None,
+    drop_classes: tuple[int, ...] = (),
 ) -> tuple[Selection, ScoreBank, np.ndarray]:
     """Run CHCO for a task: names with their matched nodes (None = unmatched) -> Selection.
 
@@ -131,6 +133,8 @@ def select(
     fitted temperatures (`ScoreBank`). `time_limit`: seconds HiGHS may take before the heuristic
     answers instead (said in `Selection.solver_note`). `rerank` re-scores candidate selections
     around the proxy optimum with the combined, cross-fitted objective (not with `fixed`).
+    `masked` ({model: head columns}) and `drop_classes` (classes whose node images are removed) hide
+    coverage for the masked-coverage family (`mll.solve.masking`).
     `cost` is λ, what a standalone model or a shared backbone's forward pass costs; a head on a
     backbone costs `head_cost_ratio` x λ on top of its backbone, which is paid once (`cost_units`).
     Returns the selection, the score bank on the node data and the node-data labels, which reuse
@@ -140,9 +144,12 @@ def select(
     backoffs = backoffs or {}
     answer = [backoffs.get(n, t) for n, t in zip(names, targets)]
     uris, y = task_node_data(index, [a or "" for a in answer], sdag)
+    if drop_classes:
+        keep = ~np.isin(y, list(drop_classes))
+        uris, y = [u for u, k in zip(uris, keep) if k], y[keep]
     if weights is not None and len(weights) != len(uris):
         raise ValueError(f"node weights: {len(weights)} given for {len(uris)} node images (plan again)")
-    bank = ScoreBank(index, sdag, uris, hub_cards, temperature=temperature)
+    bank = ScoreBank(index, sdag, uris, hub_cards, temperature=temperature, masked=masked)
     # nested targets: a parent class answers only for what its nested children do not
     anc = {o: sdag.ancestors(o) for o in set(answer) if o and o in sdag}  # K reachability queries, not K^2
     excl = [

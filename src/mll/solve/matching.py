@@ -25,6 +25,7 @@ import numpy as np
 from mll.data.sdag import SDAG
 from mll.data.wordnet import is_wnid
 from mll.solve.names import Lexicon, MatchError, bad_name, name_key, normalise, parse_override
+from mll.solve.semantic import node_text
 
 __all__ = ["Candidate", "Match", "MatchError", "Matcher", "check_task", "normalise", "parse_override"]
 
@@ -162,8 +163,7 @@ class Matcher:
         return self._emb
 
     def _node_text(self, n: str) -> str:
-        a = self.sdag.node(n)
-        return f"{', '.join(lm.replace('_', ' ') for lm in a['lemmas'][:3])}: {a['definition']}"
+        return node_text(self.sdag, n)
 
     # --- scoring -----------------------------------------------------------------------------------
     def _freq_scores(self, senses: Sequence[Sense]) -> np.ndarray:

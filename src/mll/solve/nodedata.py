@@ -69,6 +69,24 @@ def tempered(logp: np.ndarray, t: float) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum(1, keepdims=True)))
 
 
+MASKED_LOGP = -1e4  # a masked class's log-probability (mll.solve.masking): exp() is 0, no inf reaches a fit
+
+
+def mask_logp(logp: np.ndarray, cols: list[int] | None) -> np.ndarray:
+    """log softmax over the columns not in `cols`, from log softmax over all: the masked classes get
+    `MASKED_LOGP` and the others share their mass (what removing those logits does)."""
+    if not cols:
+        return logp
+    x = np.array(logp, dtype=np.float64)
+    x[:, cols] = -np.inf
+    m = x.max(1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    lse = m + np.log(np.maximum(np.exp(x - m).sum(1, keepdims=True), 1e-300))
+    out = x - lse
+    out[:, cols] = MASKED_LOGP
+    return out
+
+
 TEMPERATURES = ("none", "full", "all")  # which models' logits are divided by their fitted temperature
 
 
@@ -78,14 +96,25 @@ class ScoreBank:
     With `temperature` (`TEMPERATURES`), P_m comes from softmax(z / T_m), T_m the label's fitted
     temperature: for every model (`all`) or only for those whose label stores the full log-probability
     vector (`full`), where rescaling is exact; a top-k stored head does not know how its tail mass is
-    spread, so it keeps T = 1 there. The gate always reads the unscaled outputs it was fitted on."""
+    spread, so it keeps T = 1 there. The gate always reads the unscaled outputs it was fitted on.
+    `masked` ({model: head columns}, `mll.solve.masking`) removes those classes from P_m (not from
+    the gate, which reads the model's own outputs)."""
 
-    def __init__(self, index: LabelIndex, sdag: SDAG, uris: list[str], hub_cards: dict, temperature: str = "none"):
+    def __init__(
+        self,
+        index: LabelIndex,
+        sdag: SDAG,
+        uris: list[str],
+        hub_cards: dict,
+        temperature: str = "none",
+        masked: dict[str, list[int]] | None = None,
+    ):
         if temperature not in TEMPERATURES:
             raise ValueError(f"solve.temperature: {temperature!r} is not one of {', '.join(TEMPERATURES)}")
         self.index, self.sdag, self.cards = index, sdag, hub_cards
         self.uris = uris
         self.temperature_mode = temperature
+        self.masked = dict(masked or {})
         self._rows: dict[str, np.ndarray] = {}
         self._cache: dict = {}
 
@@ -107,12 +136,12 @@ class ScoreBank:
         return self._cache[key]
 
     def scaled_logp(self, model: str) -> np.ndarray:
-        """log P_m(c|x) as selection reads it: temperature-scaled when the bank is."""
-        if self.temperature(model) == 1.0:
+        """log P_m(c|x) as selection reads it: temperature-scaled when the bank is, without masked classes."""
+        if self.temperature(model) == 1.0 and model not in self.masked:
             return self.logp(model)
         key = ("logp_t", model)
         if key not in self._cache:
-            self._cache[key] = tempered(self.logp(model), self.temperature(model))
+            self._cache[key] = mask_logp(tempered(self.logp(model), self.temperature(model)), self.masked.get(model))
         return self._cache[key]
 
     def temperature(self, model: str) -> float:
@@ -172,7 +201,7 @@ def _head_columns(card, node: str, sdag: SDAG, exclude) -> list[int]:
     for i, s in enumerate(card.synsets):  # walk up from each head class: cheap, unlike node's subtree
         if s not in sdag:
             continue
-        up = _up(sdag, s)
+        up = up_closure(sdag, s)
         if node in up and not any(e in up for e in exclude):
             out.append(i)
     return out
@@ -181,7 +210,7 @@ def _head_columns(card, node: str, sdag: SDAG, exclude) -> list[int]:
 _UP_CACHE: dict = {}
 
 
-def _up(sdag: SDAG, s: str) -> frozenset:
+def up_closure(sdag: SDAG, s: str) -> frozenset:
     """{s} and its ancestors, cached per SDAG object."""
     key = (id(sdag), s)
     hit = _UP_CACHE.get(key)

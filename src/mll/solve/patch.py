@@ -1,7 +1,9 @@
-"""The vision-language patch: an open_clip model scores target classes that no hub head covers.
+"""The patch: what scores target classes that no hub head covers.
 
-Patch kinds are registered (`PATCHES`): `open_clip` (below), `backoff` (uncovered classes are
-answered by the nearest covered SDAG relative's heads) and `none` (left unanswered, flagged).
+Patch kinds are registered (`PATCHES`): `semantic` (ConSE over the hub's generalists, fitted per
+task from the hub itself: `mll.solve.semantic`), `open_clip` (a vision-language model, below),
+`backoff` (uncovered classes are answered by the nearest covered SDAG relative's heads) and `none`
+(left unanswered, flagged).
 
 Configured in params.yaml (`solve.patch`): `model` is an open_clip architecture name or
 `local-dir:PATH` (a folder with open_clip_config.json + weights), `pretrained` a checkpoint file or,
@@ -110,15 +112,20 @@ class PatchKind:
     active: Callable[[PatchParams], bool]  # does this configuration score uncovered classes?
     load: Callable[[PatchParams], ClipPatch | None]
     backoff: bool  # without a scorer, may an uncovered class back off to its nearest covered relative?
+    per_task: bool = False  # fitted per task from the hub (planning does it), not loaded once
 
 
 PATCHES: dict[str, PatchKind] = {}
 
 
 def register_patch(
-    key: str, active: Callable[[PatchParams], bool], load: Callable[[PatchParams], object | None], backoff: bool = True
+    key: str,
+    active: Callable[[PatchParams], bool],
+    load: Callable[[PatchParams], object | None],
+    backoff: bool = True,
+    per_task: bool = False,
 ) -> None:
-    PATCHES[key] = PatchKind(key, active, load, backoff)
+    PATCHES[key] = PatchKind(key, active, load, backoff, per_task)
 
 
 def get_patch_kind(cfg: PatchParams) -> PatchKind:
@@ -127,6 +134,9 @@ def get_patch_kind(cfg: PatchParams) -> PatchKind:
     return PATCHES[cfg.kind]
 
 
+# semantic needs no weights of its own: planning fits it from the hub's generalists (and backs off
+# when the hub has none)
+register_patch("semantic", active=lambda cfg: True, load=lambda cfg: None, per_task=True)
 # open_clip scores uncovered classes once a model is configured; until then it backs off
 register_patch("open_clip", active=lambda cfg: bool(cfg.model), load=lambda cfg: ClipPatch(cfg) if cfg.model else None)
 register_patch("backoff", active=lambda cfg: False, load=lambda cfg: None)

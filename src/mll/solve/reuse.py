@@ -26,7 +26,7 @@ from mll.hub.experts import Expert, preprocess
 from mll.labels.scores import gate_score
 from mll.labels.store import storage_of
 from mll.solve.chco import Selection
-from mll.solve.nodedata import ScoreBank, head_columns, tempered
+from mll.solve.nodedata import ScoreBank, head_columns, mask_logp, tempered
 from mll.solve.outputs import OutputCache
 
 STACKING, STATISTICS = "stacking", "statistics"  # the two modes a class can be answered in
@@ -45,10 +45,11 @@ class Combiner:
     gated: bool = True  # the gates enter the combination (stacking features, statistics weights)
     temps: dict[str, float] = field(default_factory=dict)  # per-model temperature applied before subtree sums
     stacked: list[int] = field(default_factory=list)  # classes the stacking part answers (the rest: statistics)
+    masked: dict[str, list[int]] = field(default_factory=dict)  # hidden head columns per model (mll.solve.masking)
 
     def subtree_logp(self, logp: dict[str, np.ndarray], cols: dict) -> list[np.ndarray]:
         """log P_m(t_k|x) per pair, from each model's (temperature-scaled) log-probabilities."""
-        scaled = {m: tempered(logp[m], self.temps.get(m, 1.0)) for m in self.models}
+        scaled = {m: mask_logp(tempered(logp[m], self.temps.get(m, 1.0)), self.masked.get(m)) for m in self.models}
         n = len(next(iter(scaled.values())))
         return [
             np.log(np.clip(np.exp(scaled[m][:, cols[(m, node)]]).sum(1), 1e-8, 1.0))
@@ -234,7 +235,8 @@ def fit_combiner(
     cols = {(m, node): head_columns(cards[m], node, sdag, excl.get(node, ())) for m, _, node in pairs}
     kind, stacked = choose_combiner(classes, y, min_node_images, combiner)
     temps = {m: t for m in models if (t := bank.temperature(m)) != 1.0}
-    comb = Combiner(kind, pairs, models, classes, gated=use_gates, temps=temps, stacked=stacked)
+    masked = {m: bank.masked[m] for m in models if m in bank.masked}  # live outputs are masked as the bank's
+    comb = Combiner(kind, pairs, models, classes, gated=use_gates, temps=temps, stacked=stacked, masked=masked)
     if kind != STATISTICS:  # statistics fits nothing: skip reading the node outputs
         mask = np.isin(y, classes)
         if fit_rows is not None:
@@ -247,6 +249,56 @@ def fit_combiner(
         c.mode = modes.get(k, "patch" if c.patched else None)
     sel.combiner = kind if use_gates else f"{kind}-ungated"
     return comb, cols
+
+
+def crossfit_proba(
+    sel: Selection,
+    bank: ScoreBank,
+    y: np.ndarray,
+    sdag: SDAG,
+    cards: dict,
+    min_node_images: int = 5,
+    use_gates: bool = True,
+    weights: np.ndarray | None = None,
+    combiner: str = "auto",
+    folds: int = 3,
+    seed: int = 0,
+) -> np.ndarray | None:
+    """The combiner's probabilities over its classes on every node image, each from a combiner fitted
+    without that image's fold (stratified): what the experts would say on images they were not fitted
+    on, which an in-sample fit overstates. None when a fold leaves nothing to fit."""
+    from mll.solve.rerank import stratified_folds
+
+    if not sel.models or not len(y):
+        return None
+    fold = stratified_folds(y, folds, seed)
+    out = None
+    for f in range(folds):
+        test = fold == f
+        if not test.any():
+            continue
+        try:
+            comb, cols = fit_combiner(
+                sel,
+                bank,
+                y,
+                sdag,
+                cards,
+                min_node_images,
+                use_gates,
+                weights=weights,
+                combiner=combiner,
+                fit_rows=~test,
+            )
+        except ValueError:  # e.g. a training fold left the stacker a single class
+            return None
+        logp = {m: bank.logp(m)[test] for m in comb.models}
+        gates = {m: bank.gate(m)[test] for m in comb.models}
+        part = comb.predict_proba(logp, gates, cols)
+        if out is None:
+            out = np.zeros((len(y), part.shape[1]))
+        out[test] = part
+    return out
 
 
 def predict_node(comb: Combiner, cols: dict, bank: ScoreBank, rows: np.ndarray) -> np.ndarray:

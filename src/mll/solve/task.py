@@ -19,11 +19,13 @@ from mll.data.sdag import SDAG
 from mll.hub.store import Hub
 from mll.labels.index import LabelIndex
 from mll.solve.chco import Selection, select
+from mll.solve.masking import HeadMask, masked_index
 from mll.solve.matching import Match, Matcher, check_task
 from mll.solve.outputs import OutputCache
 from mll.solve.patch import fuse, get_patch_kind, load_patch, patch_active
 from mll.solve.rerank import Rerank
-from mll.solve.reuse import Combiner, fit_combiner, run_models, simulate_accuracy
+from mll.solve.reuse import Combiner, crossfit_proba, fit_combiner, run_models, simulate_accuracy
+from mll.solve.semantic import SemanticPatch, fit_semantic, generalists
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Plan:
     y: np.ndarray | None = field(default=None, repr=False)  # node-data class per image
     adaptation: dict | None = None  # what adapt() measured and did
     fixed: Callable[[list[list[str]]], list[list[str]]] | None = field(default=None, repr=False)  # kept by adapt
+    semantic: SemanticPatch | None = None  # the fitted semantic patch for the uncovered classes
+    mask: HeadMask | None = None  # hidden coverage (the masked-coverage family), kept by adapt
 
 
 def plan(
@@ -119,12 +123,14 @@ def plan(
     cfg: SolveParams | None = None,
     fixed: Callable[[list[list[str]]], list[list[str]]] | None = None,
     node_weights: np.ndarray | None = None,
+    mask: HeadMask | None = None,
 ) -> Plan:
     """Match names, select heads (CHCO) and fit the combiner: labels only, no model is run.
 
     `restrict_models` plans over a sub-hub; `cfg` overrides the context's solve settings; `fixed`
     (the baselines) replaces CHCO's choice: given each class's covering models, it returns the
-    models that answer each class. `node_weights` weight the node images (see `adapt`).
+    models that answer each class. `node_weights` weight the node images (see `adapt`). `mask`
+    hides the coverage of some targets (`mll.solve.masking`, the masked-coverage family).
     """
     t0 = time.perf_counter()
     cfg = cfg or ctx.cfg
@@ -137,18 +143,28 @@ def plan(
     plain = [m.name for m in matches]
     targets = [m.synset for m in matches]
     index = ctx.index if restrict_models is None else ctx.index.subset(restrict_models)
+    index = masked_index(index, mask, ctx.sdag)
+    kind = get_patch_kind(cfg.patch)
     patch_on = patch_active(cfg.patch)
-    may_backoff = get_patch_kind(cfg.patch).backoff
+    if kind.per_task:  # the semantic patch is made of the hub's generalists: without one, back off
+        patch_on = bool(generalists({m: ctx.cards[m] for m in index.models}, index.summaries))
+    may_backoff = kind.backoff
     backoffs = {}
     heads = None  # every head synset of the (sub-)hub, gathered only when some class needs a backoff
     for n, t in zip(plain, targets):
         if t and not patch_on and may_backoff and not index.covers(t):  # reads t's label rows only
             if heads is None:
                 heads = {s for m in index.models for s in ctx.cards[m].synsets}
+                if mask is not None:
+                    heads = {s for s in heads if not mask.hides(s, ctx.sdag)}
             near = ctx.sdag.nearest_covered(t, heads)
             if near and near[1] <= cfg.max_backoff_hops:  # a far relative says nothing about the class
                 backoffs[n] = near[0]
     cards = {m: ctx.cards[m] for m in index.models}
+    masked = mask.model_columns(cards, ctx.sdag) if mask is not None else None
+    drop = ()
+    if mask is not None and mask.drop_nodes:
+        drop = tuple(k for k, t in enumerate(targets) if mask.hides(t, ctx.sdag))
     chosen = None
     if fixed is not None:
         answer = [backoffs.get(n, t) for n, t in zip(plain, targets)]
@@ -169,6 +185,8 @@ def plan(
         weights=node_weights,
         temperature=cfg.temperature,
         rerank=Rerank.from_params(cfg),
+        masked=masked,
+        drop_classes=drop,
     )
     comb, cols = (None, {})
     if sel.models:
@@ -186,11 +204,36 @@ def plan(
         sel.estimated_accuracy = simulate_accuracy(comb, cols, bank, y, node_weights)
     covered = [k for k, c in enumerate(sel.classes) if c.models]
     uncovered = [k for k, c in enumerate(sel.classes) if not c.models]
+    semantic = None
+    if patch_on and uncovered and kind.per_task:
+        pc = cfg.patch
+        # the experts' doubt on node images they were not fitted on calibrates the patch's share
+        node_exp = crossfit_proba(
+            sel, bank, y, ctx.sdag, ctx.cards, cfg.min_node_images, cfg.use_gates, node_weights, cfg.combiner
+        )
+        semantic = fit_semantic(
+            ctx.sdag,
+            cards,
+            index.summaries,
+            targets,
+            uncovered,
+            bank.logp,
+            y,
+            node_exp,
+            comb.classes if comb is not None else (),
+            n_generalists=pc.generalists,
+            top_t=pc.top_t,
+            tau=pc.tau,
+            masked=masked,
+            min_node_images=cfg.min_node_images,
+            cache_dir=ctx.matcher.cache_dir,
+        )
     if patch_on:
         for k in uncovered:
             sel.classes[k].patched = True
             sel.classes[k].mode = "patch"
-            sel.classes[k].why = f"no hub head covers it; scored by the VLM patch {cfg.patch.model}"
+            by = semantic.describe() if semantic is not None else f"the VLM patch {cfg.patch.model}"
+            sel.classes[k].why = f"no hub head covers it; scored by {by}"
     return Plan(
         plain,
         matches,
@@ -206,6 +249,8 @@ def plan(
         bank,
         y,
         fixed=fixed,
+        semantic=semantic,
+        mask=mask,
     )
 
 
@@ -235,7 +280,7 @@ def adapt(
     if dw.weights is None:
         p.adaptation = dw.to_dict()
         return p
-    q = plan(ctx, p.request, restrict_models=p.restrict, cfg=cfg, fixed=p.fixed, node_weights=dw.weights)
+    q = plan(ctx, p.request, restrict_models=p.restrict, cfg=cfg, fixed=p.fixed, node_weights=dw.weights, mask=p.mask)
     q.adaptation = dw.to_dict()
     q.seconds += p.seconds
     return q
@@ -322,11 +367,54 @@ def predict(
         for j, cls in enumerate(p.combiner.classes):
             p_exp[:, p.covered.index(cls)] = probs[:, j]
     p_clip = None
-    if p.uncovered and patch_active(cfg.patch) and ctx.get_patch() is not None:
+    if p.uncovered and p.semantic is not None:
+        logp, _, secs = _run(ctx, cfg, p.semantic.models, images, {}, None, cache, keys)
+        info["model_seconds"].update({m: v for m, v in secs.items() if m not in info["model_seconds"]})
+        p_clip = p.semantic.probs(logp, p_exp)
+    elif p.uncovered and patch_active(cfg.patch) and ctx.get_patch() is not None:
         p_clip = ctx.get_patch().probs(images, p.names)
     if p_exp is None:
         p_exp = np.zeros((len(images), len(p.covered)))
     return fuse(p_exp, p.covered, p_clip, p.uncovered if p_clip is not None else [], k), info
+
+
+def weak_classes(p: Plan, warn_below: float | None = None) -> list[dict]:
+    """The classes expected to be weak, with the reason, before any image is seen: uncovered and
+    unanswered, answered by the patch, backed off to a relative, or with an estimated accuracy on
+    node data below `warn_below` (`solve.warn_below`)."""
+    cfg = p.cfg or SolveParams()
+    warn_below = cfg.warn_below if warn_below is None else warn_below
+    out = []
+    for c in p.selection.classes:
+        if not c.models and not c.patched:
+            kind, why = "uncovered", "no hub head covers it and no patch answers it: its images will be answered wrong"
+        elif c.patched:
+            by = p.semantic.describe() if p.semantic is not None else f"the VLM patch {cfg.patch.model}"
+            kind, why = "patched", f"no hub head covers it; answered by {by}"
+        elif c.backoff:
+            kind = "backoff"
+            why = f"no hub head covers it; answered by the heads of its relative {c.backoff} (less specific)"
+        elif c.estimated_accuracy is not None and c.estimated_accuracy < warn_below:
+            kind = "low_estimate"
+            why = (
+                f"estimated accuracy {c.estimated_accuracy:.2f} on {c.node_images} node images "
+                f"< solve.warn_below {warn_below:.2f}"
+            )
+        else:
+            continue
+        out.append({"class": c.name, "kind": kind, "reason": why})
+    return out
+
+
+def check_strict(p: Plan) -> None:
+    """`--strict`: refuse a task with a class no hub head covers (patched, backed off or unanswered)."""
+    bad = [w for w in weak_classes(p) if w["kind"] in ("uncovered", "patched", "backoff")]
+    if bad:
+        names = ", ".join(repr(w["class"]) for w in bad)
+        raise ValueError(
+            f"--strict: no hub head covers {names}; add an expert that covers it (`mll hub add`) "
+            "or drop --strict to let the patch answer it"
+        )
 
 
 def answering_model(p: Plan, k: int) -> str:
@@ -381,6 +469,7 @@ def evaluate(
         "estimated_accuracy": p.selection.estimated_accuracy,
         "models": p.selection.models,
         "adaptation": p.adaptation,
+        "weak_classes": weak_classes(p),
         "plan_seconds": round(p.seconds, 3),
         "model_seconds": info["model_seconds"],
         "details": p.selection.to_dict(),
