@@ -71,6 +71,15 @@ def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
     return rows
 
 
+@task(name="masked-coverage", cache_policy=NO_CACHE)
+def masked(paths: dict) -> list[dict]:
+    from mll.bench.masked import run_masked
+
+    st = _state(paths)
+    mp = st["params"].masked
+    return run_masked(st, mp.sizes, mp.subsets, mp.kinds, log=get_run_logger().info)
+
+
 @flow(name="evaluate")
 def evaluate_flow(
     params_file: str = "params.yaml",
@@ -109,6 +118,7 @@ def evaluate_flow(
     subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed) if split == "dev" else []
     rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]
     doc = bm.cells_document(st, cells, rows, seconds=time.perf_counter() - t0)
+    doc["masked"] = masked(paths) if bp.masked.subsets else []  # the masked-coverage family
     n = bm.write_predictions(doc, st["tasks"], Path(out).with_name("predictions.parquet"))
     bm.write_json(doc, Path(out))
     get_run_logger().info(f"{n} per-image predictions -> {Path(out).with_name('predictions.parquet')}")

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from mll.bench.families import families_table
+from mll.bench.masked import masked_table
 from mll.bench.methods import find_method, get_method, list_methods, method_label, order_methods
 from mll.bench.plots import plots
 from mll.bench.quality import fixed_coverage_table, quality_table
@@ -342,6 +343,16 @@ def markdown(cells: dict, summary: dict) -> str:
         "",
         sweep_table(summary),
         "",
+        "## The patch on hidden classes (masked coverage)",
+        "",
+        "In-domain and cross-style tasks with the coverage of 1-3 classes hidden (heads masked at the logit "
+        "level in every model; `heads_and_nodes_hidden` also removes their node images), each answered by "
+        "every patch kind with MLL's settings. Hidden-class accuracy pools the hidden classes' images over "
+        "the subsets (CI: bootstrap over tasks, then images); the last column is the exact McNemar test of "
+        "the semantic patch against that kind on the same hidden images (docs/method.md section 9c).",
+        "",
+        masked_table(summary.get("patch") or {}),
+        "",
         skipped_line(summary),
         "",
     ]
@@ -373,6 +384,7 @@ def merge_test_cells(cells: dict, test_cells: dict) -> dict:
         **cells,
         "tasks": {**(cells.get("tasks") or {}), **(test_cells.get("tasks") or {})},
         "cells": [*(cells.get("cells") or []), *(test_cells.get("cells") or [])],
+        "masked": [*(cells.get("masked") or []), *(test_cells.get("masked") or [])],
         "release": test_cells.get("release"),
     }
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mll.bench.families import protocol_blocks
+from mll.bench.masked import summarize_masked
 from mll.bench.methods import find_method, order_methods
 from mll.bench.quality import growth_coverage, growth_fixed_coverage, selection_quality
 from mll.bench.studies import summarize_studies
@@ -280,6 +281,7 @@ def summarize(cells: dict) -> dict:
         "growth_fixed_coverage": growth_fixed_coverage(cells),
         "selection_quality": selection_quality(cells),
         **summarize_studies(cells.get("studies")),
+        "patch": summarize_masked(cells.get("masked") or []),
         "user_names": _user_names_block(cells, methods, everything),
         **protocol_blocks(cells, methods),
     }

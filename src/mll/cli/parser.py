@@ -154,6 +154,7 @@ def _tasks(sub) -> None:
     ev.add_argument("--explain", action="store_true", help="print why each head was chosen")
     ev.add_argument("--device")
     ev.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
+    ev.add_argument("--strict", action="store_true", help="refuse a task with a class no hub head covers")
     ev.set_defaults(func=_handler("tasks:evaluate"))
     ev.add_argument("--save", metavar="NAME", help="also keep the solved task as MLflow model mll-task-NAME@champion")
     so = sub.add_parser(
@@ -171,6 +172,8 @@ def _tasks(sub) -> None:
     so.add_argument("--explain", action="store_true")
     so.add_argument("--device")
     so.add_argument("--no-track", action="store_true")
+    so.add_argument("--strict", action="store_true", help="refuse a task with a class no hub head covers")
+    so.add_argument("--json", help="write the selection and the classes expected to be weak as JSON")
     so.set_defaults(func=_handler("tasks:solve"))
     pr = sub.add_parser("predict", help="answer a folder of images with a saved solution (mll solve --save)")
     pr.add_argument("--solution", required=True, metavar="NAME", help="the saved solution (mll-task-NAME@champion)")

@@ -29,7 +29,7 @@ def _print_selection(sel: dict, explain: bool) -> None:
     """A selection as `Selection.to_dict()` (the report's `details`) gives it: one line per class."""
     for c in sel["classes"]:
         models = ", ".join(f"{m}[{'/'.join(c['head_classes'].get(m, [])[:3])}]" for m in c["models"]) or (
-            "VLM patch" if c["patched"] else "NONE (uncovered)"
+            "patch" if c["patched"] else "NONE (uncovered)"
         )
         est = f"{c['estimated_accuracy']:.2f}" if c["estimated_accuracy"] is not None else "  - "
         mode = f" ({c['mode']})" if c.get("mode") else ""
@@ -49,6 +49,20 @@ def _print_selection(sel: dict, explain: bool) -> None:
     shared = {u: ms for u, ms in sel.get("cost_units", {}).items() if len(ms) > 1}
     if shared:  # heads on one backbone share its forward pass, paid once
         print("  shared backbones: " + "; ".join(f"{u} ({', '.join(ms)})" for u, ms in shared.items()))
+
+
+def _before_running(a: argparse.Namespace):
+    """What the CLI does with a plan before any model runs: `--strict` refuses a class no head covers,
+    and the classes expected to be weak are printed with the reason (stderr: the report stays clean)."""
+    from mll.solve.task import check_strict, weak_classes
+
+    def hook(p) -> None:
+        if getattr(a, "strict", False):
+            check_strict(p)
+        for w in weak_classes(p):
+            print(f"warning: class {w['class']!r} may be weak ({w['kind']}): {w['reason']}", file=sys.stderr)
+
+    return hook
 
 
 def match(a: argparse.Namespace) -> int:
@@ -80,7 +94,7 @@ def evaluate(a: argparse.Namespace) -> int:
 
         model_name(a.save)  # a bad name fails before the evaluation
     with tqdm(desc="run models", unit="model", leave=False) as bar:
-        rep = evaluate_folder(ctx, Path(a.task_dir), progress=bar.update)
+        rep = evaluate_folder(ctx, Path(a.task_dir), progress=bar.update, on_plan=_before_running(a))
     print(f"accuracy {rep['accuracy']:.4f} on {rep['n_images']} images ({len(rep['per_class'])} classes)")
     print(f"  {'class':20s} {'matched synset':28s} {'n':>5s} {'acc':>6s}  {'mode':10s}  answered by")
     for n, pc in rep["per_class"].items():
@@ -150,12 +164,13 @@ def solve(a: argparse.Namespace) -> int:
         from mll.solve.task import plan
 
         p = plan(ctx, names)
+        _before_running(a)(p)
         if a.explain:
             _print_selection(p.selection.to_dict(), True)
         _save(ctx, p, a.save)
         return 0
     with tqdm(desc="run models", unit="model", leave=False) as bar:
-        rows, p = solve_folder(ctx, names, Path(a.images), progress=bar.update)
+        rows, p = solve_folder(ctx, names, Path(a.images), progress=bar.update, on_plan=_before_running(a))
     _write_rows(rows, Path(a.out), ["path", "predicted", "score", "model"])
     print(f"wrote {len(rows)} predictions to {a.out}")
     selection = p.selection.to_dict()
@@ -163,6 +178,10 @@ def solve(a: argparse.Namespace) -> int:
         _print_selection(selection, True)
     if not a.no_track:
         log_task_run("solve", p.names, {m.name: m.synset for m in p.matches}, selection, {"n_images": len(rows)})
+    if a.json:
+        from mll.solve.task import weak_classes
+
+        write_json({"classes": p.names, "weak_classes": weak_classes(p), "selection": selection}, a.json)
     if a.save:
         _save(ctx, p, a.save)  # adapted to these images when solve.adapt is on (recorded in the solution)
     return 0

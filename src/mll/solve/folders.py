@@ -4,7 +4,7 @@ An unreadable image is reported and skipped, never fatal."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +26,13 @@ def open_images(paths: Sequence[str]) -> tuple[list[Image.Image], list[int], dic
     return images, ok, skipped
 
 
-def evaluate_folder(ctx: Context, task_dir: Path, progress=None) -> dict:
-    """`mll eval`: an ImageFolder whose sub-folder names are the class names -> accuracy report."""
+def evaluate_folder(ctx: Context, task_dir: Path, progress=None, on_plan: Callable[[Plan], None] | None = None) -> dict:
+    """`mll eval`: an ImageFolder whose sub-folder names are the class names -> accuracy report.
+    `on_plan` sees the plan before any model runs (the CLI's warnings and `--strict`)."""
     ds = image_folder(Path(task_dir))
     p = plan(ctx, list(ds.class_names))
+    if on_plan is not None:
+        on_plan(p)
     images, ok, skipped = open_images(ds.uris)
     if not images:
         raise ValueError(f"{task_dir}: no readable image ({len(skipped)} unreadable)")
@@ -47,9 +50,17 @@ def list_images(folder: Path) -> list[str]:
     return files
 
 
-def solve_folder(ctx: Context, class_names: Sequence[str], images_dir: Path, progress=None) -> tuple[list[dict], Plan]:
-    """`mll solve`: predictions for every image under `images_dir`."""
+def solve_folder(
+    ctx: Context,
+    class_names: Sequence[str],
+    images_dir: Path,
+    progress=None,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> tuple[list[dict], Plan]:
+    """`mll solve`: predictions for every image under `images_dir` (`on_plan`: as `evaluate_folder`)."""
     p = plan(ctx, class_names)
+    if on_plan is not None:
+        on_plan(p)
     paths = list_images(images_dir)
     images, ok, skipped = open_images(paths)
     if not images:
