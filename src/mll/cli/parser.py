@@ -114,6 +114,9 @@ def _hub(sub) -> None:
     ha.add_argument("--crop-pct", type=float, default=1.0)
     ha.add_argument("--license", default="unknown")
     ha.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    ha.add_argument(
+        "--no-dvc", action="store_true", help="do not `dvc add` the weights (default: DVC-tracked inside a DVC repo)"
+    )
     ha.set_defaults(func=_handler("hub:add_model"))
     hr = hs.add_parser("remove", parents=[common], help="delete a model from the hub")
     hr.add_argument("name")
