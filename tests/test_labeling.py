@@ -74,6 +74,7 @@ def test_the_stored_label_and_the_stage_metrics_hold_nothing_volatile(tiny_world
     first = outputs()
     assert not {"forward_seconds", "load_seconds", "label_seconds"} & set(json.loads(first["low"]))
     assert json.loads((tmp_path / "labels_summary.run.json").read_text())["labeled"] == 2
+    assert (tmp_path / "data_docs" / "labels" / "index.html").is_file()  # the label checks, as GX Data Docs
     label_stage(NO_TRACK, **run)  # every label up to date
     assert json.loads((tmp_path / "labels_summary.run.json").read_text())["skipped"] == 2
     assert summary.read_bytes() == first["metrics"]
@@ -400,8 +401,9 @@ def test_a_corrupt_model_fails_alone(tiny_world, tmp_path):
         label_stage(NO_TRACK, **paths, summary_path=tmp_path / "s.json", log=lambda *_: None)
     assert list(e.value.failed) == ["high"] and "weights.safetensors" in e.value.failed["high"]
     assert read_summary(tmp_path / "labels", "low") is not None
-    report = json.loads((tmp_path / "s.json").read_text())
-    assert report["labeled"] == 1 and list(report["failed"]) == ["high"]
+    report = json.loads((tmp_path / "s.json").read_text())  # the labels: the failure is named
+    assert list(report["failed"]) == ["high"] and list(report["per_model"]) == ["low"] and report["models"] == 2
+    assert json.loads((tmp_path / "s.run.json").read_text())["labeled"] == 1  # the run
 
 
 @pytest.mark.slow

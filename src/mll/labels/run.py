@@ -282,6 +282,11 @@ def finish_label_stage(
         summary_path.write_text(json.dumps(stable_summary(results, failed), indent=2) + "\n")
         # what this run did and how long it took: a run log beside it (git-ignored, not a DVC output)
         run_log_path(summary_path).write_text(json.dumps(report, indent=2) + "\n")
+        if labeled or failed:  # the label checks of this run as GX Data Docs (git-ignored)
+            from mll.data.validation import build_data_docs
+
+            if docs := build_data_docs(summary_path.parent / "data_docs" / "labels"):
+                log(f"label checks: {docs}")
     log(
         f"labeling: {report['labeled']} labeled, {report['skipped']} up to date, {len(pruned)} pruned; "
         f"wall {tot:.1f} s vs forward {fwd:.1f} s"
