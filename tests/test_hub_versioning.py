@@ -84,6 +84,10 @@ def test_hub_add_tracks_the_weights_and_dvc_status_shows_only_the_new_model(proj
     _dvc(project, "repro", "-q")
     assert (project / "labels.txt").read_text().split() == ["base", "new"]
     assert json.loads(_dvc(project, "status", "--json")) == {}
+    _run(project, "git", "add", "-A")
+    _run(project, "git", "commit", "-qm", "new model")
+    assert main(["hub", "remove", "new", "--hub", str(project / "models")]) == 0
+    assert "git rm -r --cached" in capsys.readouterr().out
 
 
 def test_identical_weights_readded_keep_the_card_hash(project, tmp_path):

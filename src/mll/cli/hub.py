@@ -163,6 +163,10 @@ def add_model(a: argparse.Namespace) -> int:
 
 
 def remove_model(a: argparse.Namespace) -> int:
-    path = _hub(a).remove(a.name)
+    hub = _hub(a)
+    versioned = any(hub.path(a.name).glob("*.dvc"))  # added by `mll hub add` in a DVC repo
+    path = hub.remove(a.name)
     print(f"removed {a.name} ({path})")
+    if versioned:
+        print(f"its card and .dvc file were in git: commit the removal with `git rm -r --cached {path}`")
     return 0
