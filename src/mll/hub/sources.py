@@ -182,7 +182,7 @@ def add_from_source(hub: Hub, source: str, **options) -> ExpertCard:
         opts.class_names(),
         arch=opts.arch,
         torchscript=opts.torchscript,
-        # an uploaded timm architecture is fed as timm's data config for it says, unless told otherwise
+        # an uploaded timm architecture is preprocessed as timm's data config for it says, unless told otherwise
         input_cfg=opts.input_config(timm_arch_input_config(opts.arch) if opts.arch and not opts.torchscript else None),
         overrides=opts.overrides,
         license=opts.license,
