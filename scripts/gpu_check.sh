@@ -11,7 +11,7 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)" |
 python -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 out=$(mktemp -d)
 mll label --force --device cuda --no-track --labels "$out/labels" --summary "$out/summary.json"
-python - "$out/summary.json" <<'PY'
+python - "$out/summary.run.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 for name, m in r["per_model"].items():

@@ -22,7 +22,7 @@ dvc repro label
 mll label --check
 python - <<'PY'
 import json, sys
-r = json.load(open("reports/labels_summary.json"))
+r = json.load(open("reports/labels_summary.run.json"))  # this run (labels_summary.json holds the labels)
 print(f"relabel: {r['labeled']} labeled, {r['skipped']} up to date, {len(r['pruned'])} pruned")
 sys.exit(0 if r["labeled"] + r["skipped"] == r["models"] else 1)
 PY

@@ -53,7 +53,33 @@ def test_label_layers_and_what_they_reveal(tiny_world, tmp_path, small_sdag):
     sc, pos = g[own | other], own[own | other]
     assert auroc(sc[pos], sc[~pos]) > 0.65  # chance is 0.5; the demo hub reaches 0.78-0.94
     assert s["in_domain_images"] == 36 and sum(s["store_bytes"].values()) > 0
-    assert json.loads((tmp_path / "s.json").read_text())["labeled"] == 2
+    assert json.loads((tmp_path / "s.run.json").read_text())["labeled"] == 2  # the run log
+    stable = json.loads((tmp_path / "s.json").read_text())  # the DVC metrics file
+    assert stable["models"] == 2 and stable["per_model"]["low"]["key"] == lab.summary["key"]
+    assert stable["per_model"]["low"]["gate_auroc"] == s["gate_auroc"]
+
+
+def test_the_stored_label_and_the_stage_metrics_hold_nothing_volatile(tiny_world, tmp_path):
+    """A rerun that labels nothing, and a forced relabel of the same models, write the same bytes
+    into the DVC outputs (labels/<model>/summary.json, the stage's metrics file); statuses and
+    timings go to the run log beside the metrics file."""
+    labels, summary = tmp_path / "labels", tmp_path / "labels_summary.json"
+    run = dict(**_paths(tiny_world, labels), summary_path=summary, log=lambda *_: None)
+
+    def outputs() -> dict[str, bytes]:
+        per_model = {m: (labels / m / "summary.json").read_bytes() for m in ("low", "high")}
+        return {"metrics": summary.read_bytes(), **per_model}
+
+    label_stage(NO_TRACK, **run)
+    first = outputs()
+    assert not {"forward_seconds", "load_seconds", "label_seconds"} & set(json.loads(first["low"]))
+    assert json.loads((tmp_path / "labels_summary.run.json").read_text())["labeled"] == 2
+    assert (tmp_path / "data_docs" / "labels" / "index.html").is_file()  # the label checks, as GX Data Docs
+    label_stage(NO_TRACK, **run)  # every label up to date
+    assert json.loads((tmp_path / "labels_summary.run.json").read_text())["skipped"] == 2
+    assert summary.read_bytes() == first["metrics"]
+    label_stage(NO_TRACK, **run, force=True)  # computed again from scratch
+    assert outputs() == first
 
 
 def test_relabel_skips_unchanged_and_labels_only_the_new_model(tiny_world, tmp_path):
@@ -375,8 +401,9 @@ def test_a_corrupt_model_fails_alone(tiny_world, tmp_path):
         label_stage(NO_TRACK, **paths, summary_path=tmp_path / "s.json", log=lambda *_: None)
     assert list(e.value.failed) == ["high"] and "weights.safetensors" in e.value.failed["high"]
     assert read_summary(tmp_path / "labels", "low") is not None
-    report = json.loads((tmp_path / "s.json").read_text())
-    assert report["labeled"] == 1 and list(report["failed"]) == ["high"]
+    report = json.loads((tmp_path / "s.json").read_text())  # the labels: the failure is named
+    assert list(report["failed"]) == ["high"] and list(report["per_model"]) == ["low"] and report["models"] == 2
+    assert json.loads((tmp_path / "s.run.json").read_text())["labeled"] == 1  # the run
 
 
 @pytest.mark.slow

@@ -123,7 +123,7 @@ def test_make_serve_runs_the_label_hub_deployment(tiny_world, tmp_path):
             timeout=600,
         )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        assert json.loads((tmp_path / "summary.json").read_text())["labeled"] == 2
+        assert json.loads((tmp_path / "summary.run.json").read_text())["labeled"] == 2  # the run log
         import urllib.request
 
         req = urllib.request.Request(

@@ -70,6 +70,24 @@ def test_great_expectations_name_the_failure(frame):
         check_manifests(frame, lambda s: True, min_per_class=1, max_per_class=3)
 
 
+def test_data_docs_show_the_manifest_checks(frame, tmp_path):
+    """GX's own Data Docs site builder renders the checks of this process: an index with each
+    validation's status, a page per validation naming the offending values."""
+    from mll.data.validation import build_data_docs, validate_manifests
+
+    bad = frame.copy()
+    bad.loc[0, "synset"] = "not-a-synset"
+    assert not all(o.success for o in validate_manifests(bad, lambda s: True))
+    index = build_data_docs(tmp_path / "docs")
+    assert index == (tmp_path / "docs" / "index.html").resolve() and "class_counts" in index.read_text()
+    pages = {p.read_text() for p in (tmp_path / "docs" / "validations" / "manifests").rglob("*.html")}
+    assert any("not-a-synset" in page for page in pages)  # the failing value, on the failed run's page
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a Data Docs site"):  # never wipes a folder it did not write
+        build_data_docs(tmp_path / "other")
+
+
 def test_data_stage_writes_manifests_and_summary(tmp_path):
     out, summary = tmp_path / "splits", tmp_path / "data_summary.json"
     paths = data_stage(SMALL, out, summary, log=lambda *_: None)
@@ -81,6 +99,7 @@ def test_data_stage_writes_manifests_and_summary(tmp_path):
     assert s["tuxpaint"]["probe"]["images"] > 50
     assert s["domains"]["clothing"]["expert_train"] == 200 and set(s["domains"]) == {"clothing", "digits", "photos"}
     assert set(probe["style"]) == {""}
+    assert (tmp_path / "data_docs" / "manifests" / "index.html").is_file()  # the checks, browsable
     with pytest.raises(FileNotFoundError, match="dvc repro data"):
         read_manifest(tmp_path / "none.parquet")
 

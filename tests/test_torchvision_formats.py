@@ -241,3 +241,83 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     _dump(plain, {b"k": [1, b"x", 2.5, (None, True)], b"a": np.eye(2, dtype=np.float32)})
     d = safe_unpickle(plain)
     assert d[b"k"] == [1, b"x", 2.5, (None, True)] and d[b"a"].dtype == np.float32
+
+
+class _Touch:
+    """A pickle payload that runs code on load: it creates a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_torchvisions_cifar_reader_unpickles_a_batch_and_ours_refuses_it(tmp_path: Path) -> None:
+    """Why CIFAR keeps its own reader: torchvision's `CIFAR10` reads each batch with `pickle.load`,
+    which runs whatever the file asks for. torchvision guards it only by the MD5 of the official
+    files, so it also cannot read anything else (a subset, the binary version, one batch file)."""
+    import inspect
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    assert 'pickle.load(f, encoding="latin1")' in inspect.getsource(tv_cifar.CIFAR10.__init__)
+    _cifar10_python(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    ran = tmp_path / "payload-ran"
+    _dump(batch, {b"data": _Touch(ran), b"labels": [0]})
+    with batch.open("rb") as f:  # torchvision's call, on the tampered batch
+        pickle.load(f, encoding="latin1")
+    assert ran.exists()  # the payload ran
+    ran.unlink()
+    with pytest.raises(UnsafePickleError, match="refusing to load"):
+        read_cifar(tmp_path, "cifar10", "train")
+    assert not ran.exists()
+    with pytest.raises(RuntimeError, match="not found or corrupted"):  # its MD5 check: official files only
+        tv_cifar.CIFAR10(str(tmp_path), train=True, download=False)
+
+
+def _py2_keys_pickle(path: Path, d: dict[str, object]) -> None:
+    """A batch as the real files are: Python-2 str keys (SHORT_BINSTRING), which torchvision's
+    latin-1 load reads as str and ours (bytes) as bytes."""
+    raw = pickle.dumps(d, protocol=2)
+    for k in d:
+        raw = raw.replace(b"X" + len(k).to_bytes(4, "little") + k.encode(), b"U" + bytes([len(k)]) + k.encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+
+
+def test_our_readers_decode_like_torchvisions(tmp_path: Path, monkeypatch) -> None:
+    """Same pixels, labels and class names as torchvision's CIFAR10 and STL10 on the same files.
+    torchvision's MD5 checks are switched off for this (the files are written here, not the official
+    ones); its decoding runs as installed. STL10 is not used for real data because that check
+    hashes all five files, the 2.6 GB `unlabeled_X.bin` included, even to read the test split, and
+    it reads whole files into memory where ours memory-maps one image at a time."""
+    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.stl10 as tv_stl10
+
+    monkeypatch.setattr(tv_cifar.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    monkeypatch.setattr(tv_stl10.STL10, "_check_integrity", lambda self: True)
+    folder = tmp_path / "cifar-10-batches-py"
+    for i, stem in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        imgs = _images(60 + i, 2, 32)
+        _py2_keys_pickle(folder / stem, {"labels": [i, (i + 3) % 10], "data": _cifar_rows(imgs)})
+    _py2_names_pickle(folder / "batches.meta", b"label_names", list(CIFAR10_CLASSES))
+    for train, part in ((True, "train"), (False, "test")):
+        tv = tv_cifar.CIFAR10(str(tmp_path), train=train, download=False)
+        images, labels, names = read_cifar(tmp_path, "cifar10", part)
+        np.testing.assert_array_equal(images, tv.data)
+        assert labels.tolist() == list(tv.targets) and names == list(tv.classes)
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    for part, n in (("train", 4), ("test", 3)):
+        _stl_rows(_images(50 + n, n, 96)).tofile(folder / f"{part}_X.bin")
+        np.arange(1, n + 1, dtype=np.uint8).tofile(folder / f"{part}_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(STL10_CLASSES) + "\n")
+    for part in ("train", "test"):
+        tv = tv_stl10.STL10(str(tmp_path), split=part, download=False)
+        images, labels, names = read_stl10(tmp_path, part)
+        np.testing.assert_array_equal(images, tv.data.transpose(0, 2, 3, 1))  # torchvision keeps C, H, W
+        np.testing.assert_array_equal(labels, tv.labels)
+        assert names == list(tv.classes)

@@ -81,3 +81,23 @@ def test_the_relabel_workflow_needs_its_remote_and_proposes_the_new_lock():
     kept = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert "mlflow.db" in kept["with"]["path"] and kept.get("if") == "always()"
     assert "schedule" in doc["on"] and "scripts/relabel.sh" in "\n".join(str(s.get("run", "")) for s in steps)
+
+
+def _recipe(target: str) -> str:
+    """What `make -n TARGET` would run (a dry run prints the commands; only a recipe line naming
+    `$(MAKE)` would run, and demo and results have none)."""
+    import subprocess
+
+    r = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_only_make_results_rewrites_the_readme():
+    """`make demo` writes reports/ (its `report` stage); the README's result block is rewritten by
+    `make results` alone, which `make final-test` calls."""
+    assert "dvc repro" in _recipe("demo") and "--readme" not in _recipe("demo")
+    assert "mll.bench.report" in _recipe("results") and "--readme README.md" in _recipe("results")
+    # final-test is read, not dry-run: make runs a `$(MAKE)` line even under -n
+    final = re.search(r"^final-test:.*?(?=^\S)", (ROOT / "Makefile").read_text(), re.M | re.S).group(0)
+    assert "$(MAKE) --no-print-directory results" in final and "--readme" not in final

@@ -14,6 +14,7 @@ from mll.hub.backbones import backbone_names
 from mll.hub.listing import HubFilter, footer, format_table, list_hub, resolve_concept
 from mll.hub.sources import add_from_source, source_kinds
 from mll.hub.store import Hub, coverage_summary
+from mll.hub.versioning import track_weights
 from mll.labels.run import label_overview
 from mll.labels.store import read_summary
 
@@ -155,11 +156,17 @@ def add_model(a: argparse.Namespace) -> int:
     print(
         f"added {card.name}: {card.num_classes} classes, {card.source} ({card.architecture}) -> {hub.root / card.name}"
     )
-    print("label it with `mll label` (only the new model is labeled)")
+    if not a.no_dvc:  # the card goes to git, the weights to DVC (mll.hub.versioning)
+        print(track_weights(hub.root / card.name, card.weights).advice())
+    print("label it with `mll label` or `dvc repro label` (only the new model is labeled)")
     return 0
 
 
 def remove_model(a: argparse.Namespace) -> int:
-    path = _hub(a).remove(a.name)
+    hub = _hub(a)
+    versioned = any(hub.path(a.name).glob("*.dvc"))  # added by `mll hub add` in a DVC repo
+    path = hub.remove(a.name)
     print(f"removed {a.name} ({path})")
+    if versioned:
+        print(f"its card and .dvc file were in git: commit the removal with `git rm -r --cached {path}`")
     return 0

@@ -96,7 +96,9 @@ def _hub(sub) -> None:
         help="register a model from a file, a timm id or a packaged model",
         description="SOURCE is efficientnet-lite0|1|2 (packaged ImageNet weights), timm:<id> "
         "(timm / Hugging Face pretrained id, from the local cache or --weights), or a "
-        "weights file: .safetensors/.pth with --arch, or TorchScript with --torchscript.",
+        "weights file: .safetensors/.pth with --arch, or TorchScript with --torchscript. Preprocessing "
+        "options left unset come from timm's data config for --arch (resolve_data_config), else 224 px, "
+        "ImageNet mean/std, bilinear, no crop.",
     )
     ha.add_argument("source")
     ha.add_argument("--name", help="hub name for the model (required for files)")
@@ -106,14 +108,19 @@ def _hub(sub) -> None:
     ha.add_argument("--classes", help="comma-separated head classes, in output order")
     ha.add_argument("--classes-file", help="file with one head class per line, in output order")
     ha.add_argument("--map", nargs="*", metavar="NAME=SYNSET", help="explicit synsets for ambiguous class names")
-    ha.add_argument("--input-size", type=int, default=224)
+    # preprocessing: unset options come from timm's data config for --arch, else 224 px, ImageNet
+    # mean/std, bilinear, crop 1.0
+    ha.add_argument("--input-size", type=int, help="square input side (default: see above)")
     ha.add_argument("--channels", type=int, choices=[1, 3], default=3)
     ha.add_argument("--mean", type=float, nargs="+")
     ha.add_argument("--std", type=float, nargs="+")
-    ha.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"])
-    ha.add_argument("--crop-pct", type=float, default=1.0)
+    ha.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"])
+    ha.add_argument("--crop-pct", type=float)
     ha.add_argument("--license", default="unknown")
     ha.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    ha.add_argument(
+        "--no-dvc", action="store_true", help="do not `dvc add` the weights (default: DVC-tracked inside a DVC repo)"
+    )
     ha.set_defaults(func=_handler("hub:add_model"))
     hr = hs.add_parser("remove", parents=[common], help="delete a model from the hub")
     hr.add_argument("name")

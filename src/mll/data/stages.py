@@ -30,7 +30,7 @@ def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print)
     their corrupted variants, validate the manifests, write them and the summary."""
     from mll.data.clipart import check_assignment, load_clipart
     from mll.data.splits import make_splits, write_manifests, write_summary
-    from mll.data.validation import check_manifests
+    from mll.data.validation import build_data_docs, check_manifests
     from mll.data.wordnet import synset_from_wnid
 
     check_clipart_fetched(params)
@@ -58,7 +58,11 @@ def data_stage(params: DataParams, out_dir: Path, summary_path: Path, log=print)
 
     sizes = [*params.datasets.values(), *([params.corrupted] if params.corruptions and params.corrupted else [])]
     biggest = max((max(s.expert_train, s.probe, s.target_test) for s in sizes), default=None)
-    check_manifests(frame, synset_ok, params.min_per_class, biggest)
+    try:
+        check_manifests(frame, synset_ok, params.min_per_class, biggest)
+    finally:  # browsable whether the checks pass or fail (git-ignored: the pages carry run times)
+        if docs := build_data_docs(Path(summary_path).parent / "data_docs" / "manifests"):
+            log(f"manifest checks: {docs}")
     paths = write_manifests(frame, out_dir)
     write_summary(frame, summary_path)
     log(f"wrote {', '.join(f'{k}={int((frame.split == k).sum())}' for k in paths)} -> {out_dir}")

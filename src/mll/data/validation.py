@@ -4,13 +4,20 @@ Each suite validates a real pandas frame in an ephemeral GX context; `check` rai
 `ValidationError` naming every failing expectation and a few offending values, so a DVC stage fails
 with a readable reason. Derived columns (does the file exist, does the synset resolve) are computed
 first, because GX expectations look at columns, not at the file system.
+
+Every suite run is a GX validation definition run, so its result is kept in the context's
+validation results store; `build_data_docs` renders those of this process as a GX Data Docs site
+(the data stage: `reports/data_docs/manifests/`, the label stage: `reports/data_docs/labels/`).
+The pages carry run times, so the sites are git-ignored and no DVC output.
 """
 
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -47,17 +54,20 @@ def _context():
 
 
 def run_suite(name: str, frame: pd.DataFrame, expectations: Iterable) -> Outcome:
-    """Validate `frame` against `expectations` (GX expectation objects) under suite `name`."""
+    """Validate `frame` against `expectations` (GX expectation objects) under suite `name`; the
+    result is kept for `build_data_docs`."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
     ctx = _context()
     source = ctx.data_sources.add_or_update_pandas(name=f"src_{name}")
     asset = source.add_dataframe_asset(name=f"asset_{name}")
     batch_def = asset.add_batch_definition_whole_dataframe(f"all_{name}")
-    suite = gx.ExpectationSuite(name=name)
-    for e in expectations:
-        suite.add_expectation(e)
-    res = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=list(expectations)))
+    definition = ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
+    )
+    res = definition.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=name))
     failures = []
     for r in res.results:
         if not r.success:
@@ -66,6 +76,29 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: Iterable) -> Outcome
             bad = (r.result or {}).get("partial_unexpected_list") or (r.result or {}).get("observed_value")
             failures.append(f"{cfg.type}({col}) failed, e.g. {bad!r:.200}")
     return Outcome(name, bool(res.success), failures)
+
+
+def build_data_docs(site_dir: Path) -> Path | None:
+    """Render every suite run of this process as a GX Data Docs site in `site_dir` (its static
+    pages and assets are replaced); returns the site's index.html, or None when nothing ran."""
+    ctx = _context()
+    if not ctx.validation_results_store.list_keys():
+        return None
+    site_dir = Path(site_dir).resolve()
+    if (site_dir / "index.html").is_file():  # one site per stage run: no pages of earlier runs
+        shutil.rmtree(site_dir)
+    elif site_dir.is_dir() and any(site_dir.iterdir()):
+        raise ValueError(f"{site_dir}: not a Data Docs site and not empty; give an empty or new folder")
+    config = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
+    }
+    if "mll" in (ctx.variables.data_docs_sites or {}):
+        ctx.update_data_docs_site("mll", config)
+    else:
+        ctx.add_data_docs_site("mll", config)
+    ctx.build_data_docs(site_names=["mll"])
+    return site_dir / "index.html"
 
 
 def manifest_expectations(min_per_class: int, max_per_class: int | None = None) -> list:

@@ -71,12 +71,14 @@ class AddOptions:
     classes: Sequence[str] = ()  # head classes in output order
     classes_file: str | Path | None = None  # one head class per line (wins over `classes`)
     overrides: Mapping[str, str] = field(default_factory=dict)  # class name -> synset, for ambiguous names
-    input_size: int = 224
+    # preprocessing; None: from `defaults` in `input_config` (timm's data config for an `--arch`
+    # upload), else 224 px, ImageNet's mean/std (0.5 for grayscale), bilinear, no crop
+    input_size: int | None = None
     channels: int = 3
-    mean: Sequence[float] | None = None  # default: ImageNet's (RGB) or 0.5 (grayscale)
+    mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
-    interpolation: str = "bilinear"
-    crop_pct: float = 1.0
+    interpolation: str | None = None
+    crop_pct: float | None = None
     license: str = "unknown"
     overwrite: bool = False  # replace a model of the same name
 
@@ -85,17 +87,20 @@ class AddOptions:
             return [ln.strip() for ln in Path(self.classes_file).read_text().splitlines() if ln.strip()]
         return [c.strip() for c in self.classes if c.strip()]
 
-    def input_config(self) -> InputConfig:
+    def input_config(self, defaults: InputConfig | None = None) -> InputConfig:
+        """The options given, the rest from `defaults` (mean/std only when the channel counts match)."""
+        d = defaults or InputConfig()
         gray = self.channels == 1
-        mean = tuple(self.mean) if self.mean else ((0.5,) if gray else (0.485, 0.456, 0.406))
-        std = tuple(self.std) if self.std else ((0.5,) if gray else (0.229, 0.224, 0.225))
+        same_channels = d.channels == self.channels
+        mean = tuple(self.mean) if self.mean else (d.mean if same_channels else (0.5,) if gray else InputConfig().mean)
+        std = tuple(self.std) if self.std else (d.std if same_channels else (0.5,) if gray else InputConfig().std)
         return InputConfig(
-            size=self.input_size,
+            size=self.input_size or d.size,
             channels=self.channels,
             mean=mean,
             std=std,
-            interpolation=self.interpolation,
-            crop_pct=self.crop_pct,
+            interpolation=self.interpolation or d.interpolation,
+            crop_pct=self.crop_pct or d.crop_pct,
         )
 
 
@@ -177,7 +182,8 @@ def add_from_source(hub: Hub, source: str, **options) -> ExpertCard:
         opts.class_names(),
         arch=opts.arch,
         torchscript=opts.torchscript,
-        input_cfg=opts.input_config(),
+        # an uploaded timm architecture is preprocessed as timm's data config for it says, unless told otherwise
+        input_cfg=opts.input_config(timm_arch_input_config(opts.arch) if opts.arch and not opts.torchscript else None),
         overrides=opts.overrides,
         license=opts.license,
         overwrite=opts.overwrite,
@@ -185,6 +191,37 @@ def add_from_source(hub: Hub, source: str, **options) -> ExpertCard:
 
 
 # --- timm -----------------------------------------------------------------------------------------
+def input_config_from_timm(data_config: Mapping) -> InputConfig:
+    """A card's InputConfig from timm's data config (`timm.data.resolve_data_config`).
+
+    `mll.hub.experts.preprocess` then does what `timm.data.create_transform(**data_config)` does at
+    eval time (resize the shorter side to size / crop_pct, center-crop, normalise) with two rounding
+    rules of its own: the resize target is rounded, not floored, and the long side rounded, not
+    truncated. Where both give the same pixel sizes the tensors agree to float32 rounding; where
+    they differ by a pixel, the resampling grid shifts (tests/test_hub_timm.py measures both).
+    Interpolations the card does not know (timm's `random`, `lanczos`) become bilinear."""
+    interp = data_config.get("interpolation", "bilinear")
+    return InputConfig(
+        size=int(data_config["input_size"][-1]),
+        channels=int(data_config["input_size"][0]),
+        mean=tuple(float(x) for x in data_config["mean"]),
+        std=tuple(float(x) for x in data_config["std"]),
+        interpolation=interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
+        crop_pct=float(data_config.get("crop_pct", 1.0)),
+    )
+
+
+def timm_arch_input_config(arch: str) -> InputConfig:
+    """The InputConfig timm's default pretrained config gives architecture `arch` (the card's own
+    defaults for an architecture timm has no config for): what an uploaded `--arch` model is fed
+    unless the user says otherwise."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return input_config_from_timm(resolve_data_config({}, pretrained_cfg=cfg.to_dict())) if cfg else InputConfig()
+
+
 def _build_timm(card: ExpertCard, weights: Path) -> torch.nn.Module:
     sd = load_state_dict(weights)
     import timm  # imported by the kinds that use it: loading other kinds does not pay for it
@@ -239,23 +276,13 @@ def import_timm_pretrained(
         HeadClass(info.index_to_description(i, detailed=False).split(",")[0], info.index_to_label_name(i))
         for i in range(model.num_classes)
     )
-    dc = resolve_data_config({}, model=model)
     card = ExpertCard(
         name=name or model_id.removeprefix("timm:").replace("/", "-").replace(":", "-"),
         source="timm",
         architecture=model.pretrained_cfg.get("architecture") or model_id.split(".")[0],
         weights="",
         weights_sha256="",
-        input=InputConfig(
-            size=int(dc["input_size"][-1]),
-            channels=int(dc["input_size"][0]),
-            mean=tuple(float(x) for x in dc["mean"]),
-            std=tuple(float(x) for x in dc["std"]),
-            interpolation=dc.get("interpolation", "bilinear")
-            if dc.get("interpolation") in ("bilinear", "bicubic", "nearest")
-            else "bilinear",
-            crop_pct=float(dc.get("crop_pct", 1.0)),
-        ),
+        input=input_config_from_timm(resolve_data_config({}, model=model)),
         head=head,
         license=str(model.pretrained_cfg.get("license") or "unknown"),
         provenance={"origin": f"timm:{model_id.removeprefix('timm:')}", "label_subset": subset},

@@ -396,9 +396,8 @@ def label_model(
         if validate is not None:
             validate(label.nodes, sdag)
         label.summary["probe_hash"] = probe.hash
-        label.summary["forward_seconds"] = round(fwd, 3)
-        label.summary["load_seconds"] = round(load, 3)
-        label.summary["label_seconds"] = round(time.perf_counter() - t0, 3)
+        # timings stay out of the stored label (a DVC output): they differ on every run, so the same
+        # model on the same probe set writes the same bytes; they go to MLflow via LabelResult
         label.summary["device"] = str(expert.device)
         write_label(label, root)
         return LabelResult(card.name, "labeled", key, time.perf_counter() - t0, fwd, load, len(ok), label.summary)

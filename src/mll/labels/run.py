@@ -196,6 +196,32 @@ def validate_labels(results: list, labels_root: Path, sdag_path: Path, log=print
     return bad
 
 
+# the label figures per model in the stage's metrics file (`dvc metrics diff` compares them)
+SUMMARY_METRICS = ("probe_images", "covered_nodes", "measured_nodes", "mean_recall", "mean_top1_hit", "gate_auroc")
+
+
+def stable_summary(results: list, failed: dict[str, str] | None = None) -> dict:
+    """The label stage's metrics file: what the labels are, nothing about the run that made them.
+
+    Each model's label key and figures depend only on the card, the probe set and the label
+    settings (and floating point), so a rerun that labels nothing, or the same labels computed
+    again, writes the same bytes. Statuses (labeled/skipped/pruned) and timings are the run's: they
+    go to `run_log_path` and MLflow."""
+    return {
+        "models": len(results) + len(failed or {}),
+        "failed": dict(sorted((failed or {}).items())),
+        "per_model": {
+            r.model: {"key": r.key, **{k: (r.summary or {}).get(k) for k in SUMMARY_METRICS}}
+            for r in sorted(results, key=lambda r: r.model)
+        },
+    }
+
+
+def run_log_path(summary_path: Path) -> Path:
+    """Where the label stage logs one run (statuses, timings) beside its metrics file."""
+    return Path(summary_path).with_suffix(".run.json")
+
+
 def finish_label_stage(
     results: list,
     hub_root: Path,
@@ -251,8 +277,16 @@ def finish_label_stage(
         },
     }
     if summary_path is not None:
-        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(summary_path).write_text(json.dumps(report, indent=2) + "\n")
+        summary_path = Path(summary_path)
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(stable_summary(results, failed), indent=2) + "\n")
+        # what this run did and how long it took: a run log beside it (git-ignored, not a DVC output)
+        run_log_path(summary_path).write_text(json.dumps(report, indent=2) + "\n")
+        if labeled or failed:  # the label checks of this run as GX Data Docs (git-ignored)
+            from mll.data.validation import build_data_docs
+
+            if docs := build_data_docs(summary_path.parent / "data_docs" / "labels"):
+                log(f"label checks: {docs}")
     log(
         f"labeling: {report['labeled']} labeled, {report['skipped']} up to date, {len(pruned)} pruned; "
         f"wall {tot:.1f} s vs forward {fwd:.1f} s"
