@@ -327,7 +327,7 @@ def test_markdown_tables(cells, summary):
 
 def test_readme_block(cells, summary):
     block = readme_block(summary, cells)
-    assert "| **mean** |" in block and "MLL reaches" in block and "make demo" in block
+    assert "| **mean** |" in block and "MLL reaches" in block and "make results" in block
     assert "reports/benchmark.md" in block
     assert "## Accuracy against hub size" not in block
 
@@ -532,7 +532,17 @@ def test_report_matches_the_committed_schema():
     schema = json.loads((Path(__file__).parents[1] / "reports" / "benchmark.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     v = jsonschema.Draft202012Validator(schema)
-    for doc in (summarize(_protocol_cells()), summarize(make_cells())):
+    masked = [
+        {
+            "task": "a", "family": "in_domain", "split": "dev", "variant": variant, "kind": kind, "size": 1,
+            "hidden": ["x"], "accuracy": 0.5, "unmasked_accuracy": 0.75, "hits": "1010", "hidden_hits": "10",
+        }
+        for variant in ("heads_hidden", "heads_and_nodes_hidden")
+        for kind in ("semantic", "backoff", "none")
+    ]  # fmt: skip
+    with_patch = summarize({**_protocol_cells(), "masked": masked})
+    assert with_patch["patch"]["dev"]["heads_hidden"]["backoff"]["vs_semantic"]["p"] == 1.0
+    for doc in (summarize(_protocol_cells()), summarize(make_cells()), with_patch):
         assert not [e.message for e in v.iter_errors(json.loads(json.dumps(doc)))]
     bad = summarize(_protocol_cells())
     bad["families"]["dev"]["in_domain"]["mll"]["ci_low"] = 1.5
