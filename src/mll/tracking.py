@@ -113,11 +113,18 @@ class MlflowTracker(Tracker):
         import warnings
 
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         cols = [c for c in ("uri", "image", "path", "label", "synset", "dataset", "split") if c in frame.columns]
         with warnings.catch_warnings():  # a path source "can be interpreted in multiple ways"; int columns hint
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(frame[cols] if cols else frame, source=source, name=name)
+            data = frame[cols] if cols else frame
+            try:  # a manifest path resolves to a local source
+                ds = mlflow.data.from_pandas(data, source=source, name=name)
+            except MlflowException:  # anything else (a benchmark task's name) is named, not resolved
+                from mlflow.data.code_dataset_source import CodeDatasetSource
+
+                ds = mlflow.data.from_pandas(data, source=CodeDatasetSource({"mll.source": source}), name=name)
             mlflow.log_input(ds, context=context)
 
     def register_folder(self, folder: Path, name: str, alias: str) -> str | None:
