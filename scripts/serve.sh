@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Local services for mll, bound to 127.0.0.1 only:
 #   start: Prefect server (:4200) + work pool `mll-local` + process worker + deployments from prefect.yaml,
-#          and the MLflow UI (:5000) on sqlite:///mlflow.db
-#          and records the server's address in the project's Prefect profile (`mll-served` in
-#          .prefect/profiles.toml, which ./prefect.toml points at), so a new shell in this folder
-#          runs `prefect deployment run 'label-hub/label-hub'` with no exports
+#          and the MLflow UI (:5000) on sqlite:///mlflow.db; records the server's address in the
+#          project's Prefect profile (`mll-served` in .prefect/profiles.toml, which ./prefect.toml
+#          points at), so a new shell in this folder runs `prefect deployment run
+#          'label-hub/label-hub'` with no exports
 #   stop:  stop them all (each runs in its own process group, so no child is left behind) and
 #          remove that profile (Prefect then starts its temporary server again, as before serving)
-# Ports: MLL_PREFECT_PORT (4200), MLL_MLFLOW_PORT (5000). To expose a service deliberately, set
-# MLL_BIND_HOST (e.g. 0.0.0.0) and put it behind your own authentication; the default is loopback.
+# Ports: MLL_PREFECT_PORT (4200), MLL_MLFLOW_PORT (5000); MLL_SERVE_PROFILE=0 leaves the profile
+# alone. To expose a service deliberately, set MLL_BIND_HOST (e.g. 0.0.0.0) and put it behind your
+# own authentication; the default is loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${MLL_SERVE_DIR:-.serve}"
@@ -39,6 +40,9 @@ start_bg() {  # name, command...
 }
 
 use_profile() {  # URL, or "" to remove: the project profile `mll-served` (active while served)
+  # MLL_SERVE_PROFILE=0: leave the profile alone (a second, scratch server from this folder, e.g. a
+  # test's, must not repoint or remove the one a user is serving)
+  [ "${MLL_SERVE_PROFILE:-1}" = 1 ] || return 0
   python - "$1" <<'PY'
 import sys
 

@@ -125,21 +125,33 @@ def pipeline_lock(
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def commit_stage(root: Path, stage: str, log: Callable[[str], None] = print, timeout_s: float = 1800) -> bool:
+def commit_stage(
+    root: Path, stage: str, log: Callable[[str], None] = print, timeout_s: float = 1800, busy_s: float = 30
+) -> bool:
     """`dvc commit -f STAGE` in `root`, waiting for DVC's repository lock. Returns False (and says
-    why) when a running `dvc repro` holds the stage's outputs: that run records them when it ends."""
+    why) when a running `dvc repro` still holds the stage's outputs after `busy_s`: a repro of
+    this very stage waits for the pipeline lock this run holds, and records the outputs itself."""
     cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "-f", "-q", stage]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     env.pop("DVC_STAGE", None)
-    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout_s, env=env)
-    if r.returncode == 0:
-        log(f"dvc: stage {stage!r} recorded in dvc.lock (dvc commit)")
-        return True
-    err = " ".join((r.stderr + r.stdout).split())
-    if "is busy" in err:
-        log(f"dvc: not committing {stage!r}: a running `dvc repro` holds its outputs and records them ({err[:300]})")
-        return False
-    raise RuntimeError(f"dvc commit -f {stage} failed in {root} (run it there by hand to see why): {err[:1000]}")
+    t0 = time.monotonic()
+    while True:
+        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout_s, env=env)
+        if r.returncode == 0:
+            log(f"dvc: stage {stage!r} recorded in dvc.lock (dvc commit)")
+            return True
+        err = " ".join((r.stderr + r.stdout).split())
+        if "is busy" not in err:
+            raise RuntimeError(
+                f"dvc commit -f {stage} failed in {root} (run it there by hand to see why): {err[:1000]}"
+            )
+        if time.monotonic() - t0 > busy_s:  # a reader saving its stage lets go in seconds; a repro of ours never
+            log(
+                f"dvc: not committing {stage!r}: a running `dvc repro` holds its outputs ({err[:300]}); a repro of "
+                f"this stage records them when it ends, otherwise run `dvc commit {stage}` after it"
+            )
+            return False
+        time.sleep(2.0)
 
 
 @contextlib.contextmanager
