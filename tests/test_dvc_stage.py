@@ -56,6 +56,24 @@ def test_commit_stage_records_what_a_flow_wrote(repo):
     )
 
 
+def test_commit_defers_to_a_running_repro_of_the_stage(repo):
+    """While a `dvc repro` holds the stage's outputs (DVC's rwlock, as during its command), the
+    commit says so and leaves the recording to that repro instead of failing the run."""
+    import json
+    import os
+
+    (repo / "labels").mkdir()
+    (repo / "labels" / "a.json").write_text("{}")
+    (repo / "reports").mkdir()
+    (repo / "reports" / "summary.json").write_text("{}")
+    (repo / ".dvc" / "tmp").mkdir(exist_ok=True)
+    busy = {"pid": os.getpid(), "cmd": "dvc repro label"}  # a live process: this test
+    (repo / ".dvc" / "tmp" / "rwlock").write_text(json.dumps({"read": {}, "write": {str(repo / "labels"): busy}}))
+    said = []
+    assert commit_stage(repo, "label", log=said.append, busy_s=0) is False
+    assert "holds its outputs" in said[0] and "dvc commit label" in said[0]
+
+
 def test_the_pipeline_lock_makes_another_process_wait(repo):
     waiter = textwrap.dedent(
         f"""

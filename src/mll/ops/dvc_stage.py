@@ -126,12 +126,13 @@ def pipeline_lock(
 
 
 def commit_stage(
-    root: Path, stage: str, log: Callable[[str], None] = print, timeout_s: float = 1800, busy_s: float = 30
+    root: Path, stage: str, log: Callable[[str], None] = print, timeout_s: float = 1800, busy_s: float = 15
 ) -> bool:
     """`dvc commit -f STAGE` in `root`, waiting for DVC's repository lock. Returns False (and says
     why) when a running `dvc repro` still holds the stage's outputs after `busy_s`: a repro of
     this very stage waits for the pipeline lock this run holds, and records the outputs itself."""
-    cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "-f", "-q", stage]
+    # not -q: it silences the error too, and "is busy" is how a concurrent repro shows
+    cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "-f", stage]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     env.pop("DVC_STAGE", None)
     t0 = time.monotonic()
