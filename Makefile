@@ -70,8 +70,8 @@ serve: setup  ## start Prefect (server, worker, deployments) and the MLflow UI o
 stop:  ## stop everything `make serve` started
 	bash scripts/serve.sh stop
 
-relabel: setup  ## run the label-hub deployment on the served Prefect (after `make serve`)
-	PREFECT_API_URL=http://127.0.0.1:$${MLL_PREFECT_PORT:-4200}/api prefect deployment run 'label-hub/label-hub' --watch
+relabel: setup  ## run the label-hub deployment on the served Prefect (after `make serve`; it records its outputs in DVC)
+	prefect deployment run 'label-hub/label-hub' --watch  # the served API: ./prefect.toml -> profile mll-served
 
 dvc-deps: setup  ## rewrite dvc.yaml's code deps from each stage's import closure
 	$(BIN)/python scripts/dvc_deps.py --write

@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from mll.config import DataParams, load_section
 from mll.data.datasets import DatasetMissingError
 from mll.data.stages import check_clipart_fetched, data_stage
+from mll.ops.dvc_stage import writing_stage
 
 
 @task(name="split-and-validate")
@@ -25,7 +26,8 @@ def prepare_data_flow(
     out: str = "data/splits", summary: str = "reports/data_summary.json", params_file: str = "params.yaml"
 ) -> dict:
     """Split every configured dataset into expert_train / probe / target_test manifests."""
-    return split_and_validate(load_section("data", params_file), out, summary)
+    with writing_stage("data", [out, summary], log=get_run_logger().info):  # lock; dvc commit off DVC
+        return split_and_validate(load_section("data", params_file), out, summary)
 
 
 if __name__ == "__main__":

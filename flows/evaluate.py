@@ -21,10 +21,18 @@ from mll.env import bootstrap
 bootstrap()  # the offline environment, before Prefect reads its settings
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from mll.bench import run as bm
+from mll.ops.dvc_stage import writing_stage
+from mll.ops.execution import artifact_key, bounded_submit, markdown_table, retry_transient
+from mll.tracking import start_run
+from mll.tracking_tables import selection_rows
+
+# a cell solves one task with one method: seconds to a few minutes on 2 cores; an hour means it hangs
+CELL_TIMEOUT_S = 3600
 
 _STATE: dict = {}
 _LOCK = threading.Lock()  # one loader; MLflow's fluent API keeps one active run per process
@@ -38,8 +46,14 @@ def _state(paths: dict) -> dict:
     return _STATE[key]
 
 
-@task(name="benchmark-cell", cache_policy=NO_CACHE)
-def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
+@task(
+    name="benchmark-cell",
+    cache_policy=NO_CACHE,
+    timeout_seconds=CELL_TIMEOUT_S,
+    retries=1,
+    retry_condition_fn=retry_transient,
+)
+def cell(task_name: str, method: str, seed: int | None, paths: dict, parent: str | None = None) -> dict:
     st = _state(paths)
     t = st["tasks"][task_name]
     ctx = bm.task_context(st, t, log=get_run_logger().info)
@@ -47,7 +61,7 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
         ctx, t, method, st["cache"], seed=seed, oracle_hub=Path(paths["oracles"]), probe=Path(paths["probe"])
     )
     with _LOCK:
-        bm.log_cell(c, t, enabled=st["params"].track)
+        bm.log_cell(c, t, enabled=st["params"].track, parent=parent)
     acc = f"{c['accuracy']:.4f}" if c["status"] == "ok" else f"{c['status']}: {c['reason']}"
     get_run_logger().info(
         f"{task_name} / {method}{'' if seed is None else f' seed {seed}'}: {acc} ({c['seconds']:.1f} s) {c['detail']}"
@@ -55,8 +69,14 @@ def cell(task_name: str, method: str, seed: int | None, paths: dict) -> dict:
     return c
 
 
-@task(name="growth-cell", cache_policy=NO_CACHE)
-def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
+@task(
+    name="growth-cell",
+    cache_policy=NO_CACHE,
+    timeout_seconds=CELL_TIMEOUT_S,
+    retries=1,
+    retry_condition_fn=retry_transient,
+)
+def growth(size: int, seed: int, models: list[str], paths: dict, parent: str | None = None) -> list[dict]:
     st = _state(paths)
     tasks = bm.base_tasks(st["tasks"])
     rows = bm.growth_cell(st["ctx"], tasks, size, seed, models, st["params"].growth_methods, st["cache"])
@@ -68,6 +88,11 @@ def growth(size: int, seed: int, models: list[str], paths: dict) -> list[dict]:
         for m in st["params"].growth_methods
     }
     get_run_logger().info(f"sub-hub size {size} seed {seed} {models}: mean accuracy {mean}")
+    with _LOCK, start_run("benchmark", f"growth/size{size}/seed{seed}", st["params"].track, parent=parent) as tr:
+        tr.set_tags({"growth_size": size, "growth_seed": seed})
+        tr.log_params({"size": size, "seed": seed, "models": ",".join(models)})
+        tr.log_metrics({f"mean_accuracy.{m}": v for m, v in mean.items() if v is not None})
+        tr.log_table(rows, "growth.json")
     return rows
 
 
@@ -111,19 +136,67 @@ def evaluate_flow(
         "probe": probe,
         "split": split,
     }
+    log = get_run_logger().info
+    predictions = Path(out).with_name("predictions.parquet")
+    stage = "final-test" if split == "test" else "benchmark"
     st = _state(paths)
     bp = st["params"]
     grid = bm.grid(list(st["tasks"].values()), bp)
-    cells = [f.result() for f in [cell.submit(t, m, s, paths) for t, m, s in grid]]
     subs = bm.sub_hubs(st["ctx"].index.models, bp.growth_sizes, bp.growth_seeds, bp.seed) if split == "dev" else []
-    rows = [r for f in [growth.submit(size, s, models, paths) for size, s, models in subs] for r in f.result()]
-    doc = bm.cells_document(st, cells, rows, seconds=time.perf_counter() - t0)
-    doc["masked"] = masked(paths) if bp.masked.subsets else []  # the masked-coverage family
-    n = bm.write_predictions(doc, st["tasks"], Path(out).with_name("predictions.parquet"))
-    bm.write_json(doc, Path(out))
-    get_run_logger().info(f"{n} per-image predictions -> {Path(out).with_name('predictions.parquet')}")
-    get_run_logger().info(f"{len(cells)} cells and {len(subs)} sub-hubs in {doc['seconds']:.0f} s -> {out}")
+    with (
+        writing_stage(stage, [out, predictions], log=log),
+        start_run("benchmark", f"benchmark-{split}", bp.track, tags={"mll.kind": "benchmark", "split": split}) as run,
+    ):
+        run.log_params({"split": split, "cells": len(grid), "sub_hubs": len(subs), "workers": bp.workers})
+        if run.run_id is not None:
+            from mll.data.splits import read_manifest
+
+            run.log_dataset(read_manifest(Path(manifest)), Path(manifest).stem, manifest, "tasks")
+            run.log_dataset(read_manifest(Path(probe)), "probe", probe, "probe")
+        # bounded: `benchmark.workers` cells at a time, whatever runner the deployment gives the flow
+        futures = bounded_submit(lambda *a: cell.submit(*a, paths, run.run_id), grid, bp.workers)
+        cells = [f.result() for f in futures]
+        futures = bounded_submit(lambda *a: growth.submit(*a, paths, run.run_id), subs, bp.workers)
+        rows = [r for f in futures for r in f.result()]
+        doc = bm.cells_document(st, cells, rows, seconds=time.perf_counter() - t0)
+        doc["masked"] = masked(paths) if bp.masked.subsets else []  # the masked-coverage family
+        n = bm.write_predictions(doc, st["tasks"], predictions)
+        bm.write_json(doc, Path(out))
+        table = _benchmark_table(cells)
+        run.log_table(table, "benchmark.json")
+        _artifacts(cells, table, split)
+    log(f"{n} per-image predictions -> {predictions}")
+    log(f"{len(cells)} cells and {len(subs)} sub-hubs in {doc['seconds']:.0f} s -> {out}")
     return doc
+
+
+def _benchmark_table(cells: list[dict]) -> list[dict]:
+    """Method x task accuracy (seeded methods averaged), one row per method."""
+    acc: dict[str, dict[str, list[float]]] = {}
+    for c in cells:
+        if c["accuracy"] is not None:
+            acc.setdefault(c["method"], {}).setdefault(c["task"], []).append(c["accuracy"])
+    tasks = sorted({t for by_task in acc.values() for t in by_task})
+    rows = []
+    for m, by_task in acc.items():
+        means = {t: round(sum(v) / len(v), 4) for t, v in by_task.items()}
+        mean = round(sum(means.values()) / len(means), 4) if means else None
+        rows.append({"method": m, "mean": mean, **{t: means.get(t) for t in tasks}})
+    return rows
+
+
+def _artifacts(cells: list[dict], table: list[dict], split: str) -> None:
+    """The Prefect UI's view of the run: the benchmark table, and the selection of each task (the
+    `mll` cell's, the method the benchmark is about)."""
+    create_table_artifact(table, key=artifact_key("benchmark", split), description=f"accuracy by method ({split})")
+    for c in cells:
+        if c["method"] == "mll" and c["status"] == "ok":
+            rows = selection_rows(None, c["per_class"], c["answered_by"], c.get("matched_names"), c.get("modes"))
+            create_markdown_artifact(
+                key=artifact_key("selection", split, c["task"]),
+                markdown=f"## {c['task']}: accuracy {c['accuracy']:.4f}\n\n" + markdown_table(rows),
+                description=f"mll selection for {c['task']} ({split})",
+            )
 
 
 if __name__ == "__main__":

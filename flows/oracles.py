@@ -35,14 +35,16 @@ def train_oracles_flow(
     `experts.workers` processes (mll.hub.parallel)."""
     from mll.config import load_section
     from mll.hub.parallel import run_parallel
+    from mll.ops.dvc_stage import writing_stage
 
     workers = load_section("experts", params_file).workers
-    if workers > 1 and len(datasets) > 1:
-        track = load_section("benchmark", params_file).track
-        jobs = [(d, params_file, manifest, out) for d in datasets]
-        cards = run_parallel(train_oracle, jobs, workers, experiments=("experts",) if track else ())
-        return dict(zip(datasets, (c.provenance.get("metrics", {}) for c in cards)))
-    return {d: train_one(d, params_file, manifest, out) for d in datasets}
+    with writing_stage("oracles", [out], log=get_run_logger().info):  # lock; dvc commit off DVC
+        if workers > 1 and len(datasets) > 1:
+            track = load_section("benchmark", params_file).track
+            jobs = [(d, params_file, manifest, out) for d in datasets]
+            cards = run_parallel(train_oracle, jobs, workers, experiments=("experts",) if track else ())
+            return dict(zip(datasets, (c.provenance.get("metrics", {}) for c in cards)))
+        return {d: train_one(d, params_file, manifest, out) for d in datasets}
 
 
 if __name__ == "__main__":

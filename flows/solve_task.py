@@ -8,10 +8,11 @@ from mll.env import bootstrap
 
 bootstrap()  # the offline environment, before Prefect reads its settings
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mll.config import load_section
+from mll.ops.execution import bounded_submit, retry_transient
 from mll.solve.folders import evaluate_folder
 from mll.solve.task import Context
 
@@ -25,7 +26,13 @@ def _context(params_file: str, hub: str, labels: str, sdag: str) -> Context:
     return _CTX[key]
 
 
-@task(name="evaluate-task", retries=1, cache_policy=NO_CACHE)
+@task(
+    name="evaluate-task",
+    retries=1,
+    retry_condition_fn=retry_transient,  # an unknown class name fails the same way again
+    timeout_seconds=3600,
+    cache_policy=NO_CACHE,
+)
 def evaluate_task(task_dir: str, paths: dict) -> dict:
     rep = evaluate_folder(_context(**paths), task_dir)
     get_run_logger().info(
@@ -41,10 +48,12 @@ def solve_task_flow(
     hub: str = "models",
     labels: str = "labels",
     sdag: str = "data/sdag",
+    workers: int = 2,
 ) -> list[dict]:
-    """Evaluate each ImageFolder in `task_dirs` (sub-folder names are the class names)."""
+    """Evaluate each ImageFolder in `task_dirs` (sub-folder names are the class names), `workers`
+    at a time."""
     paths = {"params_file": params_file, "hub": hub, "labels": labels, "sdag": sdag}
-    return [f.result() for f in evaluate_task.map(task_dirs, paths=unmapped(paths))]
+    return [f.result() for f in bounded_submit(evaluate_task.submit, [(d, paths) for d in task_dirs], workers)]
 
 
 if __name__ == "__main__":

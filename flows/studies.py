@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mll.bench import run as bm
 from mll.bench import studies
+from mll.ops.dvc_stage import writing_stage
 
 _STATE: dict[str, dict] = {}
 
@@ -71,13 +72,14 @@ def studies_flow(
         "cache_dir": cache_dir,
         "probe": probe,
     }
-    state = _state(paths)
-    doc = {
-        "tasks": [t.name for t in studies.study_tasks(state)],
-        "budget": budget(paths),
-        "sweeps": sweeps(paths),
-    }
-    bm.write_json(doc, Path(out))
+    with writing_stage("studies", [out], log=get_run_logger().info):  # lock; dvc commit off DVC
+        state = _state(paths)
+        doc = {
+            "tasks": [t.name for t in studies.study_tasks(state)],
+            "budget": budget(paths),
+            "sweeps": sweeps(paths),
+        }
+        bm.write_json(doc, Path(out))
     get_run_logger().info(
         f"{len(doc['budget'])} budget and {len(doc['sweeps'])} sweep cells in {time.perf_counter() - t0:.0f} s -> {out}"
     )

@@ -2,7 +2,8 @@
 # Relabel the hub: the same steps in CI (.github/workflows/relabel.yml) and on a laptop.
 #   1. make setup (Debian packages, .venv), make clipart (emoji artwork, npm)
 #   2. dvc pull from MLL_DVC_REMOTE, if set
-#   3. dvc repro label (data -> experts -> sdag -> label, through the label-hub Prefect flow;
+#   3. dvc repro label (data -> experts -> sdag -> label, through the label-hub Prefect flow, on the
+#      served Prefect when `make serve` runs, else on a temporary server; DVC records the outputs;
 #      only models whose card or probe data changed are labeled)
 #   4. great_expectations check of every stored label (mll label --check)
 #   5. dvc push to MLL_DVC_REMOTE, if set
@@ -18,7 +19,7 @@ if [ -n "${MLL_DVC_REMOTE:-}" ]; then
   dvc remote modify --local demo url "$MLL_DVC_REMOTE"
   dvc pull --allow-missing || echo "relabel: nothing (or not everything) to pull yet; stages will rebuild it"
 fi
-dvc repro label
+bash scripts/with_prefect.sh dvc repro label  # a served Prefect if one answers, else a temporary one
 mll label --check
 python - <<'PY'
 import json, sys

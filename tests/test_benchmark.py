@@ -302,6 +302,10 @@ def test_evaluate_flow_writes_cells_runs_and_report(world, prefect_server, tmp_p
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["benchmark"])
+    # one parent run (the benchmark) with a child per cell and per growth sub-hub (nested in the UI)
+    parent = runs[runs["tags.mll.kind"] == "benchmark"]
+    assert len(parent) == 1 and (runs["tags.mlflow.parentRunId"].dropna() == parent["run_id"].iloc[0]).all()
+    runs = runs[runs["tags.method"].notna()]  # the cells
     assert len(runs) == 28 and set(runs["tags.method"]) == set(load_params(world["params"]).methods)
     mll = runs[runs["tags.method"] == "mll"].set_index("tags.task")["metrics.accuracy"]
     assert mll["six"] > 0.6 and mll["ten"] < mll["six"]  # four of ten classes covered: far lower

@@ -310,6 +310,10 @@ def test_label_hub_flow_and_mlflow_runs(prefect_server, tiny_world, tmp_path, mo
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["labeling"])
+    passes = runs[runs["tags.mll.kind"] == "labeling-pass"]  # one parent run per pass, a child per labeled model
+    assert list(passes["metrics.labeled"]) == [0, 2] or list(passes["metrics.labeled"]) == [2, 0]
+    runs = runs[runs["tags.mll.kind"] != "labeling-pass"]
+    assert set(runs["tags.mlflow.parentRunId"]) <= set(passes["run_id"])
     assert sorted(runs["params.model"]) == ["high", "low"]
     assert (runs["metrics.covered_nodes"] > 0).all() and runs["metrics.gate_auroc"].notna().all()
     art = mlflow.artifacts.list_artifacts(run_id=runs.iloc[0]["run_id"], artifact_path="label")

@@ -81,6 +81,7 @@ def test_make_serve_runs_the_label_hub_deployment(tiny_world, tmp_path):
         "MLL_PREFECT_PORT": str(pport),
         "MLL_MLFLOW_PORT": str(mport),
         "MLL_SERVE_DIR": str(tmp_path / "serve"),
+        "MLL_SERVE_PROFILE": "0",  # a scratch server from the checkout: leave the user's `make serve` profile alone
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",

@@ -179,9 +179,12 @@ def growth_cell(
     return rows
 
 
-def log_cell(cell: dict, task: BenchTask, enabled: bool = True) -> None:
-    """One MLflow run per (task, method[, seed]) in experiment `benchmark`."""
+def log_cell(cell: dict, task: BenchTask, enabled: bool = True, parent: str | None = None) -> None:
+    """One MLflow run per (task, method[, seed]) in experiment `benchmark`, a child of `parent` (the
+    benchmark run): accuracy and per-class accuracy as metrics, the selection as a table, the task's
+    images as a dataset input."""
     from mll.tracking import start_run, write_json_artifact
+    from mll.tracking_tables import per_class_metrics, selection_rows
 
     name = f"{cell['task']}/{cell['method']}" + (f"/seed{cell['seed']}" if cell["seed"] is not None else "")
     with start_run(
@@ -189,6 +192,7 @@ def log_cell(cell: dict, task: BenchTask, enabled: bool = True) -> None:
         name,
         enabled=enabled,
         tags={"task": cell["task"], "method": cell["method"], "status": cell["status"]},
+        parent=parent,
     ) as tr:
         tr.log_params(
             {
@@ -204,11 +208,23 @@ def log_cell(cell: dict, task: BenchTask, enabled: bool = True) -> None:
         )
         if cell["accuracy"] is not None:
             tr.log_metrics({"accuracy": cell["accuracy"], "n_models": len(cell["models"]), "seconds": cell["seconds"]})
+            tr.log_metrics(per_class_metrics(cell["per_class"]))
+        if cell.get("estimated_accuracy") is not None:
+            tr.log_metrics({"estimated_accuracy": cell["estimated_accuracy"]})
         write_json_artifact(
             tr,
             {"answered_by": cell["answered_by"], "per_class": cell["per_class"], "support": task.support},
+            "selection_raw.json",
+        )
+        tr.log_table(
+            selection_rows(None, cell["per_class"], cell["answered_by"], cell.get("matched_names"), cell.get("modes")),
             "selection.json",
         )
+        if tr.run_id is not None:
+            import pandas as pd
+
+            frame = pd.DataFrame({"image": task.uris, "label": [task.classes[int(y)] for y in task.y]})
+            tr.log_dataset(frame, task.name, f"mll-offline:{task.name}", "task")
 
 
 # --- wiring helpers for the flow -----------------------------------------------------------------------

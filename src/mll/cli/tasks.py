@@ -122,6 +122,7 @@ def evaluate(a: argparse.Namespace) -> int:
             rep["matched"],
             rep["details"],
             {"accuracy": rep["accuracy"], "n_images": rep["n_images"]},
+            per_class={n: pc["accuracy"] for n, pc in rep["per_class"].items()},
         )
     if a.save:  # the inductive solution of these class names (the task's images are not baked in)
         from mll.solve.task import plan

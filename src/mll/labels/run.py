@@ -79,8 +79,10 @@ def label_one(
     log=print,
     show_progress: bool = True,
     validate: bool = True,
+    parent_run: str | None = None,
 ):
-    """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow.
+    """Label hub model `name` (skipped when its stored label has the current key); track it in MLflow
+    (as a child of `parent_run`, the pass's run from `mll.labels.history.labeling_pass`, when given).
 
     `validate=False` leaves the node table's checks to `validate_labels`, which the label stage runs
     once over every model it labeled (a great_expectations run per model cost more than a head)."""
@@ -117,17 +119,18 @@ def label_one(
         )
         if params.track:
             with _tracking_lock:
-                _log_label_run(card, result, Path(labels_root))
+                _log_label_run(card, result, Path(labels_root), parent_run)
     else:
         log(f"{name}: label up to date (key {result.key[:12]}), skipped")
     return result
 
 
-def _log_label_run(card, result, labels_root: Path) -> None:
+def _log_label_run(card, result, labels_root: Path, parent_run: str | None = None) -> None:
     from mll.tracking import start_run
 
     s = result.summary
-    with start_run("labeling", card.name, tags={"model_name": card.name, "label_key": result.key}) as t:
+    tags = {"model_name": card.name, "label_key": result.key}
+    with start_run("labeling", card.name, tags=tags, parent=parent_run) as t:
         t.log_params(
             {
                 "model": card.name,
@@ -311,33 +314,37 @@ def label_stage(
 
     from mll.hub.cards import CardError
     from mll.hub.store import Hub
+    from mll.labels.history import label_rows, labeling_pass, log_labeling_pass
 
     names = labeling_order(Path(hub_root), models or Hub(Path(hub_root)).names())
     results, failed = [], {}
-    for name in tqdm(names, desc="label hub", unit="model"):
-        try:
-            results.append(
-                label_one(
-                    name,
-                    params,
-                    hub_root=hub_root,
-                    probe_path=probe_path,
-                    sdag_path=sdag_path,
-                    labels_root=labels_root,
-                    force=force,
-                    log=log,
-                    validate=False,  # all node tables are checked at once below
+    with labeling_pass(params, probe_path, names, force, entry="cli") as run:  # the pass's MLflow parent run
+        for name in tqdm(names, desc="label hub", unit="model"):
+            try:
+                results.append(
+                    label_one(
+                        name,
+                        params,
+                        hub_root=hub_root,
+                        probe_path=probe_path,
+                        sdag_path=sdag_path,
+                        labels_root=labels_root,
+                        force=force,
+                        log=log,
+                        validate=False,  # all node tables are checked at once below
+                        parent_run=run.run_id,
+                    )
                 )
-            )
-        except (CardError, ValueError, OSError, RuntimeError) as exc:  # one bad model must not stop the hub
-            failed[name] = " ".join(str(exc).split())
-            log(f"{name}: FAILED: {failed[name]}")
-    refused = validate_labels(results, Path(labels_root), Path(sdag_path), log=log)
-    failed.update(refused)
-    results = [r for r in results if r.model not in refused]
-    report = finish_label_stage(
-        results, hub_root, labels_root, summary_path if not models else None, log=log, failed=failed
-    )
+            except (CardError, ValueError, OSError, RuntimeError) as exc:  # one bad model must not stop the hub
+                failed[name] = " ".join(str(exc).split())
+                log(f"{name}: FAILED: {failed[name]}")
+        refused = validate_labels(results, Path(labels_root), Path(sdag_path), log=log)
+        failed.update(refused)
+        results = [r for r in results if r.model not in refused]
+        report = finish_label_stage(
+            results, hub_root, labels_root, summary_path if not models else None, log=log, failed=failed
+        )
+        log_labeling_pass(run, report, label_rows(results, failed))
     if failed:
         raise LabelingFailed(failed)
     return report

@@ -1,0 +1,1 @@
+"""Operations: how flows that write DVC outputs agree with DVC when run outside `dvc repro`."""
