@@ -396,7 +396,11 @@ def test_clip_cell_runs_when_a_checkpoint_is_configured(world, six, tiny_clip):
     from mll.config import PatchParams as PatchConfig
 
     ctx = world["ctx"]
-    c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu")), patch=None)
+    c2 = replace(
+        ctx,
+        cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu", kind="open_clip")),
+        patch=None,
+    )
     cell = run_cell(c2, six, "clip", OutputCache())
     assert cell["status"] == "ok" and cell["models"] == ["patch"] and 0.0 <= cell["accuracy"] <= 1.0
     assert tiny_clip[0] in cell["detail"] and set(cell["per_class"]) == set(six.classes)

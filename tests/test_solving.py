@@ -164,7 +164,11 @@ def test_uncovered_class_with_a_tiny_open_clip_patch(ctx, tiny_world, tiny_clip)
 
     from mll.config import PatchParams as PatchConfig
 
-    c2 = replace(ctx, cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu")), patch=None)
+    c2 = replace(
+        ctx,
+        cfg=replace(ctx.cfg, patch=PatchConfig(tiny_clip[0], str(tiny_clip[1]), "cpu", kind="open_clip")),
+        patch=None,
+    )
     p = plan(c2, ["0", "3", "car"])
     assert p.selection.classes[2].patched and p.uncovered == [2]
     probs, _ = predict(c2, p, [open_image(u) for u in tiny_world["test"]["uri"][:5]])

@@ -519,6 +519,9 @@ def _oracle(run: CellRun) -> None:
     )
 
 
+_CLIP_BASELINES: dict[tuple, object] = {}  # the clip baseline's loaded checkpoints
+
+
 @register_method(
     "clip",
     label="CLIP zero-shot",
@@ -530,7 +533,12 @@ def _clip(run: CellRun) -> None:
     if not run.ctx.cfg.patch.model:
         run.skip("no open_clip checkpoint configured (set solve.patch.model/pretrained)")
         return
-    patch = run.ctx.get_patch()
+    from mll.solve.patch import ClipPatch
+
+    # the configured checkpoint, whichever patch kind MLL itself uses (loaded once per process)
+    cfg = replace(run.ctx.cfg.patch, kind="open_clip")
+    key = (cfg.model, cfg.pretrained, cfg.templates, cfg.device)
+    patch = _CLIP_BASELINES.get(key) or _CLIP_BASELINES.setdefault(key, ClipPatch(cfg))
     run.score(patch.probs(run.task.images(), run.task.classes), "patch", patch.name)
 
 

@@ -371,7 +371,7 @@ def predict(
         logp, _, secs = _run(ctx, cfg, p.semantic.models, images, {}, None, cache, keys)
         info["model_seconds"].update({m: v for m, v in secs.items() if m not in info["model_seconds"]})
         p_clip = p.semantic.probs(logp, p_exp)
-    elif p.uncovered and patch_active(cfg.patch) and ctx.get_patch() is not None:
+    elif p.uncovered and not get_patch_kind(cfg.patch).per_task and patch_active(cfg.patch) and ctx.get_patch():
         p_clip = ctx.get_patch().probs(images, p.names)
     if p_exp is None:
         p_exp = np.zeros((len(images), len(p.covered)))
