@@ -45,20 +45,11 @@ def example_frame() -> pd.DataFrame:
 
 
 def selection_table(doc: dict) -> pd.DataFrame:
-    """One row per class: matched synset, answering models, their head classes, mode, estimated accuracy."""
-    rows = []
-    for c in doc["selection"]["classes"]:
-        rows.append(
-            {
-                "class": c["name"],
-                "synset": doc["matched"].get(c["name"]),
-                "models": "+".join(c["models"]) or ("patch" if c.get("patched") else "none"),
-                "head_classes": "; ".join(f"{m}: {'/'.join(h)}" for m, h in (c.get("head_classes") or {}).items()),
-                "mode": c.get("mode") or "",
-                "estimated_accuracy": c.get("estimated_accuracy"),
-            }
-        )
-    return pd.DataFrame(rows)
+    """One row per class, in the shape every `selection.json` table has (`mll.tracking_tables`):
+    matched synset, answering models, their head classes, mode, estimated accuracy."""
+    from mll.tracking_tables import selection_rows
+
+    return pd.DataFrame(selection_rows(doc["selection"], matched=doc["matched"]))
 
 
 def register_solution(solution_dir: Path, name: str) -> dict:
