@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mll.bench.baselines import fit_node_data, generalists, greedy_hindsight
+from mll.bench.baselines import fit_node_data, greedy_hindsight
 from mll.bench.quality import growth_coverage, growth_fixed_coverage, lovm_metrics, selection_quality
 from mll.bench.run import sub_hubs
 from mll.solve.rerank import stratified_folds
+from mll.solve.semantic import generalists
 
 
 def _card(n: int, domain: str = "") -> SimpleNamespace:

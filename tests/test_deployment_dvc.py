@@ -104,7 +104,7 @@ def test_label_hub_deployment_from_a_new_shell_leaves_dvc_clean(served_project):
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out[-3000:]
     assert "not found" not in out.lower() and "telemetry" not in out.lower(), out[-3000:]
-    assert json.loads((proj / "reports" / "labels_summary.json").read_text())["labeled"] == 2
+    assert json.loads((proj / "reports" / "labels_summary.run.json").read_text())["labeled"] == 2  # the run log
     assert _dvc_status(proj, env) == "Data and pipelines are up to date."
     print(f"deployment run: {time.perf_counter() - t0:.1f} s")
 

@@ -159,7 +159,7 @@ class PatchParams:
     model: str | None = None  # open_clip architecture, or local-dir:PATH
     pretrained: str | None = None  # checkpoint file, or a pretrained tag (downloads: online users only)
     device: str = "auto"
-    kind: str = "semantic"  # a key of mll.solve.patch.PATCHES: semantic | open_clip | backoff | none
+    kind: str = "backoff"  # a key of mll.solve.patch.PATCHES: backoff | semantic | open_clip | none
     templates: str = "simple"  # open_clip's prompt templates: simple (7) | openai (80)
     # the semantic patch (mll.solve.semantic): ConSE over the best generalists' top_t head classes
     generalists: int = 1  # generalists used, best label first
