@@ -138,7 +138,7 @@ def families_table(summary: dict, label=lambda m: m) -> str:
             for m, e in by_method.items():
                 p = (paired.get(sp) or {}).get(fam, {}).get(m)
                 wtl = DASH if p is None else f"{p['wins']}/{p['ties']}/{p['losses']}"
-                disc = DASH if p is None else f"{p['mll_only']} / {p['other_only']} ({_p(p['p_pooled'])})"
+                disc = DASH if p is None else f"{p['mll_only']} / {p['other_only']} ({p_text(p['p_pooled'])})"
                 name = f"**{label(m)}**" if m == HEADLINE else label(m)
                 lines.append(
                     f"| {fam} | {name} | {e['mean']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}] | "
@@ -156,6 +156,6 @@ def families_table(summary: dict, label=lambda m: m) -> str:
 DASH = "–"
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
     """A p-value as read: below the report's 4-decimal rounding it is "<1e-4", not 0."""
     return "<1e-4" if p < 1e-4 else f"{p:.2g}"

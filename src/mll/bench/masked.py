@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mll.bench.families import p_text
 from mll.bench.stats import family_bootstrap, hits_array, mcnemar
 from mll.solve.masking import VARIANTS, HeadMask
 
@@ -195,7 +196,7 @@ def masked_table(patch: dict) -> str:
         for variant, block in patch[sp].items():
             for kind, e in block.items():
                 v = e.get("vs_semantic")
-                test = "–" if v is None else f"{v['semantic_only']} / {v['other_only']} ({_p(v['p'])})"
+                test = "–" if v is None else f"{v['semantic_only']} / {v['other_only']} ({p_text(v['p'])})"
                 hid = f"{e['hidden_class_acc']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
                 lines.append(
                     f"| {sp} | {variant} | {kind} | {hid} "
@@ -203,7 +204,3 @@ def masked_table(patch: dict) -> str:
                     f"| {e['n_hidden']} | {test} |"
                 )
     return "\n".join(lines)
-
-
-def _p(p: float) -> str:
-    return "<1e-4" if p < 1e-4 else f"{p:.2g}"

@@ -292,21 +292,24 @@ def crossfit_proba(
             )
         except ValueError:  # e.g. a training fold left the stacker a single class
             return None
-        logp = {m: bank.logp(m)[test] for m in comb.models}
-        gates = {m: bank.gate(m)[test] for m in comb.models}
-        part = comb.predict_proba(logp, gates, cols)
+        part = node_proba(comb, cols, bank, test)
         if out is None:
             out = np.zeros((len(y), part.shape[1]))
         out[test] = part
     return out
 
 
-def predict_node(comb: Combiner, cols: dict, bank: ScoreBank, rows: np.ndarray) -> np.ndarray:
-    """The combination's answer (a task class index) on the node images selected by `rows`,
+def node_proba(comb: Combiner, cols: dict, bank: ScoreBank, rows: np.ndarray) -> np.ndarray:
+    """The combination's probabilities over `comb.classes` on the node images selected by `rows`,
     from their stored outputs."""
     logp = {m: bank.logp(m)[rows] for m in comb.models}
     gates = {m: bank.gate(m)[rows] for m in comb.models}
-    return np.asarray(comb.classes)[comb.predict_proba(logp, gates, cols).argmax(1)]
+    return comb.predict_proba(logp, gates, cols)
+
+
+def predict_node(comb: Combiner, cols: dict, bank: ScoreBank, rows: np.ndarray) -> np.ndarray:
+    """The combination's answer (a task class index) on the node images selected by `rows`."""
+    return np.asarray(comb.classes)[node_proba(comb, cols, bank, rows).argmax(1)]
 
 
 def simulate_accuracy(

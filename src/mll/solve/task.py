@@ -356,21 +356,23 @@ def predict(
     k = len(p.names)
     cfg = p.cfg or ctx.cfg
     info: dict = {"model_seconds": {}}
+    experts = p.combiner is not None and p.covered
+    semantic = p.semantic if p.uncovered else None
+    # each model runs once, for the combiner and the semantic patch alike (a generalist may be both)
+    models = sorted({*(p.combiner.models if experts else []), *(semantic.models if semantic is not None else [])})
+    logp, gates = {}, {}
+    if models:
+        logp, gates, info["model_seconds"] = _run(ctx, cfg, models, images, {}, progress, cache, keys)
     p_exp = None
-    if p.combiner is not None and p.covered:
-        summaries = {m: ctx.index.summaries[m] for m in p.combiner.models}
-        logp, gates, secs = _run(ctx, cfg, p.combiner.models, images, summaries, progress, cache, keys)
-        info["model_seconds"] = secs
+    if experts:
         probs = p.combiner.predict_proba(logp, gates, p.cols)
         # the combiner may know only some covered classes (statistics mode keeps all)
         p_exp = np.zeros((len(images), len(p.covered)))
         for j, cls in enumerate(p.combiner.classes):
             p_exp[:, p.covered.index(cls)] = probs[:, j]
     p_clip = None
-    if p.uncovered and p.semantic is not None:
-        logp, _, secs = _run(ctx, cfg, p.semantic.models, images, {}, None, cache, keys)
-        info["model_seconds"].update({m: v for m, v in secs.items() if m not in info["model_seconds"]})
-        p_clip = p.semantic.probs(logp, p_exp)
+    if semantic is not None:
+        p_clip = semantic.probs(logp, p_exp)
     elif p.uncovered and not get_patch_kind(cfg.patch).per_task and patch_active(cfg.patch) and ctx.get_patch():
         p_clip = ctx.get_patch().probs(images, p.names)
     if p_exp is None:
