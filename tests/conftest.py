@@ -67,6 +67,15 @@ def small_sdag_dir(small_sdag, tmp_path_factory) -> Path:
     return out
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_png(path: Path, rng: np.random.Generator, mode: str = "RGB", size: int = 16) -> Path:
     from PIL import Image
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -30,14 +29,6 @@ DVC_YAML = """stages:
       - reports/labels_summary.json:
           cache: false
 """
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _shell_env(proj: Path) -> dict:
@@ -78,7 +69,7 @@ def served_project(tiny_world, tmp_path_factory):
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     for args in (["init", "-q"], ["config", "core.analytics", "false"]):
         assert _run([sys.executable, "-m", "dvc", *args], proj, env).returncode == 0
-    serve_env = {**env, "MLL_PREFECT_PORT": str(_free_port()), "MLL_MLFLOW_PORT": str(_free_port())}
+    serve_env = {**env, "MLL_PREFECT_PORT": str(free_port()), "MLL_MLFLOW_PORT": str(free_port())}
     try:
         r = _run(["bash", "scripts/serve.sh", "start"], proj, serve_env, timeout=400)
         assert r.returncode == 0, r.stderr + r.stdout

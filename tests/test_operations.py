@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 
 def test_relabel_workflow_is_wired():
@@ -60,14 +59,6 @@ def test_dvc_push_and_pull_of_hub_and_labels(tiny_world, tmp_path):
     assert after == before and (proj / "labels" / "low" / "summary.json").is_file()
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _listeners(port: int) -> list[str]:
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
     return [ln.split()[3] for ln in out.splitlines() if ln.strip()]
@@ -75,7 +66,7 @@ def _listeners(port: int) -> list[str]:
 
 @pytest.mark.slow
 def test_make_serve_runs_the_label_hub_deployment(tiny_world, tmp_path):
-    pport, mport = _free_port(), _free_port()
+    pport, mport = free_port(), free_port()
     env = {
         **os.environ,
         "MLL_PREFECT_PORT": str(pport),

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import free_port
 from mll.config import SolveParams
 from mll.serve.solution import Solution, SolutionError, save_solution
 from mll.solve.task import Context, plan, predict
@@ -116,12 +116,6 @@ def test_registered_solution_loads_and_answers_base64_images(saved, test_images,
         load_solution_model("nothing")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -138,7 +132,7 @@ def served(uri: str, tracking_uri: str):
     # the server runs `uvicorn` from PATH: the environment's own bin folder first, as an activated venv has it
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
         [str(mlflow_bin), "models", "serve", "-m", uri, "--env-manager", "local",
